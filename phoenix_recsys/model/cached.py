@@ -1,0 +1,138 @@
+"""Cached-context scoring: the serving hot path.
+
+Because a candidate attends only to user+history and itself, each layer's keys/values of
+`[user | history]` are computed once per request; candidates are then scored in fixed-size chunks
+against that cache. The numbers equal the full forward's (to float tolerance) and there is no limit on
+candidates per request. Chunks have a fixed size so one compiled program serves every request size.
+
+Axes: B batch (requests), S history, N candidates in a request, K chunk size, A actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from phoenix_recsys.data.batch import RecsysBatch
+from phoenix_recsys.model.ranker import ContextCache, PhoenixModel, RecsysModelOutput
+from phoenix_recsys.model.validation import validate_batch
+
+
+def _pad_axis1(x: np.ndarray | None, size: int) -> np.ndarray | None:
+    if x is None:
+        return None
+    x = np.asarray(x)
+    pad = size - x.shape[1]
+    if pad <= 0:
+        return x
+    widths = [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)
+    return np.pad(x, widths)
+
+
+@dataclasses.dataclass
+class CachedRanker:
+    """Jitted context encoding + chunked candidate scoring for a `PhoenixModel`.
+
+    Build it once per model (it splits the module into a graph and a state so the jitted functions
+    are pure and cheap to call), then call `score(batch)` with any number of candidates.
+
+    Attributes:
+      model: the ranker.
+      chunk_size: candidates per compiled chunk.
+    """
+
+    model: PhoenixModel
+    chunk_size: int = 256
+    _encode: Callable[..., Any] = dataclasses.field(init=False, repr=False)
+    _score: Callable[..., Any] = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {self.chunk_size!r}")
+        graphdef, state = nnx.split(self.model)
+        self._state = state
+
+        def encode(state: Any, batch: RecsysBatch) -> ContextCache:
+            return nnx.merge(graphdef, state).encode_context(batch)
+
+        def score(state: Any, cache: ContextCache, batch: RecsysBatch, slot_offset: jax.Array) -> RecsysModelOutput:
+            return nnx.merge(graphdef, state).score_with_context(cache, batch, slot_offset=slot_offset)
+
+        self._encode = jax.jit(encode)
+        self._score = jax.jit(score)
+
+    def refresh(self) -> None:
+        """Pick up new parameter values after the model was trained or reloaded in place."""
+        self._state = nnx.state(self.model)
+
+    def encode(self, batch: RecsysBatch) -> ContextCache:
+        """Per-layer KV of `[user | history]` for `batch` (its candidate block is ignored)."""
+        return self._encode(self._state, _context_only(batch))
+
+    def score_cached(self, cache: ContextCache, batch: RecsysBatch) -> RecsysModelOutput:
+        """Score all `N` candidates of `batch` against `cache`, `chunk_size` at a time.
+
+        Returns:
+          logits `[B, N, A]` float32 (and continuous predictions when configured).
+        """
+        n = batch.num_candidates
+        k = self.chunk_size
+        logits, conts = [], []
+        for start in range(0, n, k):
+            stop = min(start + k, n)
+            chunk = batch.with_candidates(
+                _pad_axis1(np.asarray(batch.candidate_post_hashes)[:, start:stop], k),
+                _pad_axis1(np.asarray(batch.candidate_author_hashes)[:, start:stop], k),
+                _pad_axis1(np.asarray(batch.candidate_product_surface)[:, start:stop], k),
+                _slice_opt(batch.candidate_impr_ts, start, stop, k),
+                _slice_opt(batch.candidate_post_creation_ts, start, stop, k),
+            )
+            out = self._score(self._state, cache, _candidates_only(chunk), jnp.int32(start))
+            logits.append(np.asarray(out.logits[:, : stop - start], np.float32))
+            if out.continuous_preds is not None:
+                conts.append(np.asarray(out.continuous_preds[:, : stop - start], np.float32))
+        return RecsysModelOutput(
+            logits=np.concatenate(logits, axis=1), continuous_preds=np.concatenate(conts, axis=1) if conts else None
+        )
+
+    def score(self, batch: RecsysBatch) -> RecsysModelOutput:
+        """Validate, encode the context once and score every candidate of `batch`."""
+        validate_batch(batch, self.model.config)
+        return self.score_cached(self.encode(batch), batch)
+
+
+def _slice_opt(x: np.ndarray | None, start: int, stop: int, k: int) -> np.ndarray | None:
+    return None if x is None else _pad_axis1(np.asarray(x)[:, start:stop], k)
+
+
+def _context_only(batch: RecsysBatch) -> RecsysBatch:
+    b = batch.batch_size
+    hc = np.shape(batch.candidate_post_hashes)[2]
+    ha = np.shape(batch.candidate_author_hashes)[2]
+    # An empty candidate block keeps the jitted encoder's input shapes independent of N.
+    return batch.with_candidates(
+        np.zeros((b, 0, hc), np.int32), np.zeros((b, 0, ha), np.int32), np.zeros((b, 0), np.int32)
+    )
+
+
+def _candidates_only(batch: RecsysBatch) -> RecsysBatch:
+    # Only the candidate fields are read when scoring against a cache; dropping the rest keeps the
+    # jitted scorer from recompiling when history shapes differ.
+    return RecsysBatch(
+        user_hashes=None,  # type: ignore[arg-type]
+        history_post_hashes=None,  # type: ignore[arg-type]
+        history_author_hashes=None,  # type: ignore[arg-type]
+        history_actions=None,  # type: ignore[arg-type]
+        history_product_surface=None,  # type: ignore[arg-type]
+        candidate_post_hashes=batch.candidate_post_hashes,
+        candidate_author_hashes=batch.candidate_author_hashes,
+        candidate_product_surface=batch.candidate_product_surface,
+        candidate_impr_ts=batch.candidate_impr_ts,
+        candidate_post_creation_ts=batch.candidate_post_creation_ts,
+    )
