@@ -3,7 +3,8 @@
 Because a candidate attends only to user+history and itself, each layer's keys/values of
 `[user | history]` are computed once per request; candidates are then scored in fixed-size chunks
 against that cache. The numbers equal the full forward's (to float tolerance) and there is no limit on
-candidates per request. Chunks have a fixed size so one compiled program serves every request size.
+candidates per request. Chunk sizes are powers of two (8 .. `chunk_size`), so a handful of compiled
+programs serve every request size and a small request is not padded to a large chunk.
 
 Axes: B batch (requests), S history, N candidates in a request, K chunk size, A actions.
 """
@@ -22,6 +23,8 @@ from flax import nnx
 from phoenix_recsys.data.batch import RecsysBatch
 from phoenix_recsys.model.ranker import ContextCache, PhoenixModel, RecsysModelOutput
 from phoenix_recsys.model.validation import validate_batch
+
+MIN_CHUNK = 8
 
 
 def _pad_axis1(x: np.ndarray | None, size: int) -> np.ndarray | None:
@@ -44,11 +47,11 @@ class CachedRanker:
 
     Attributes:
       model: the ranker.
-      chunk_size: candidates per compiled chunk.
+      chunk_size: the largest chunk of candidates scored in one compiled call.
     """
 
     model: PhoenixModel
-    chunk_size: int = 256
+    chunk_size: int = 1024
     _encode: Callable[..., Any] = dataclasses.field(init=False, repr=False)
     _score: Callable[..., Any] = dataclasses.field(init=False, repr=False)
 
@@ -82,7 +85,7 @@ class CachedRanker:
           logits `[B, N, A]` float32 (and continuous predictions when configured).
         """
         n = batch.num_candidates
-        k = self.chunk_size
+        k = min(self.chunk_size, max(MIN_CHUNK, 1 << max(0, n - 1).bit_length()))
         logits, conts = [], []
         for start in range(0, n, k):
             stop = min(start + k, n)

@@ -1,0 +1,52 @@
+"""`make bench`: run every benchmark, write `benchmarks/results/*.json`, print tables, refresh BENCHMARKS.md.
+
+Usage: python -m benchmarks.run [NAME ...]   (default: all quick benchmarks)
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+
+from benchmarks.common import machine_info
+
+# name -> (module, BENCHMARKS.md section title)
+BENCHMARKS = {
+    "ranking": ("benchmarks.ranking", "Ranking throughput: cached context vs reference-style full forward"),
+}
+DOC = Path(__file__).parent.parent / "BENCHMARKS.md"
+
+
+def _update_doc(name: str, title: str, body: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    block = f"{start}\n{body}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + f"\n\n## {title}\n\n{block}\n"
+    DOC.write_text(text)
+
+
+def main(argv: list[str]) -> None:
+    names = argv or list(BENCHMARKS)
+    m = machine_info()
+    machine = f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, JAX {m['jax']} on {m['backend']}, {m['date']}"
+    for name in names:
+        if name not in BENCHMARKS:
+            raise SystemExit(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
+        module_name, title = BENCHMARKS[name]
+        mod = importlib.import_module(module_name)
+        print(f"== {title}", flush=True)
+        result = mod.main()
+        tbl = mod.table(result)
+        print(tbl, flush=True)
+        doc = (mod.__doc__ or "").strip()
+        body = f"{doc}\n\nCommand: `make bench` (or `python -m benchmarks.run {name}`). Machine: {machine}.\n\n{tbl}"
+        _update_doc(name, title, body)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
