@@ -24,7 +24,7 @@ SOURCE_FRESH = "fresh"
 PRODUCTION_MAX_AGE_S = 48 * 3600
 
 
-class FilterName(str, enum.Enum):
+class FilterName(enum.StrEnum):
     """The filters, declared in the order `apply_filters` runs them (SPEC 7)."""
 
     DUPLICATE = "duplicate"
@@ -188,9 +188,13 @@ class FilterContext:
     muted_keywords: Sequence[str] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "viewer_id", int(self.viewer_id))
-        if self.now_s is not None:
-            object.__setattr__(self, "now_s", int(self.now_s))
+        for name in ("viewer_id", "now_s"):
+            v = getattr(self, name)
+            if v is None and name == "now_s":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise ValueError(f"FilterContext.{name} must be an int, got {v!r}")
+            object.__setattr__(self, name, int(v))
         for name in ("seen_post_ids", "served_post_ids", "blocked_or_muted_author_ids"):
             try:
                 object.__setattr__(self, name, _id_array(getattr(self, name)))
@@ -200,7 +204,9 @@ class FilterContext:
             raise ValueError("FilterContext.muted_keywords must be a list of strings, not one string")
         kws = tuple(k.strip() for k in self.muted_keywords)
         if any(not isinstance(k, str) for k in self.muted_keywords) or any(not k for k in kws):
-            raise ValueError(f"FilterContext.muted_keywords must be non-empty strings, got {self.muted_keywords!r}")
+            raise ValueError(
+                f"FilterContext.muted_keywords must be non-empty strings, got {self.muted_keywords!r}"
+            )
         object.__setattr__(self, "muted_keywords", kws)
 
 
@@ -220,7 +226,9 @@ class FilterConfig:
     def __post_init__(self) -> None:
         if self.max_age_s is not None:
             if int(self.max_age_s) != self.max_age_s or self.max_age_s <= 0:
-                raise ValueError(f"FilterConfig.max_age_s must be a positive int or None, got {self.max_age_s!r}")
+                raise ValueError(
+                    f"FilterConfig.max_age_s must be a positive int or None, got {self.max_age_s!r}"
+                )
             object.__setattr__(self, "max_age_s", int(self.max_age_s))
         try:
             disabled = frozenset(FilterName(d) for d in self.disabled)

@@ -63,7 +63,9 @@ def _check_finite(name: str, value: Any) -> float:
 
 def _check_weights(weights: Mapping[str, Any], field: str = "weights") -> dict[str, float]:
     if not isinstance(weights, Mapping):
-        raise ValueError(f"ScoringConfig.{field} must be a mapping of action name -> weight, got {type(weights).__name__}")
+        raise ValueError(
+            f"ScoringConfig.{field} must be a mapping of action name -> weight, got {type(weights).__name__}"
+        )
     out: dict[str, float] = {}
     for name, w in weights.items():
         if not isinstance(name, str) or not name:
@@ -178,14 +180,18 @@ class ScoringConfig:
         """
         unknown_fields = sorted(set(fields) - set(_SCALAR_FIELDS))
         if unknown_fields:
-            raise ValueError(f"unknown ScoringConfig field(s) {unknown_fields}; known: {list(_SCALAR_FIELDS)}")
+            raise ValueError(
+                f"unknown ScoringConfig field(s) {unknown_fields}; known: {list(_SCALAR_FIELDS)}"
+            )
         new_weights = dict(self.weights)
         if weights:
             checked = _check_weights(weights, field="weights override")
             known = set(self.weights) | (set(vocab.names) if vocab is not None else set())
             unknown = sorted(set(checked) - known)
             if unknown:
-                raise ValueError(f"weights override names unknown action(s) {unknown}; known: {sorted(known)}")
+                raise ValueError(
+                    f"weights override names unknown action(s) {unknown}; known: {sorted(known)}"
+                )
             new_weights.update(checked)
         return dataclasses.replace(self, weights=new_weights, **fields)
 
@@ -288,7 +294,9 @@ def offset_scores(scores: np.ndarray, config: ScoringConfig, vocab: ActionVocabu
     return np.where(s >= 0, s + c, (s + n_mag) / w_mag * c)
 
 
-def author_diversity_multipliers(scores: np.ndarray, author_ids: np.ndarray, config: ScoringConfig) -> np.ndarray:
+def author_diversity_multipliers(
+    scores: np.ndarray, author_ids: np.ndarray, config: ScoringConfig
+) -> np.ndarray:
     """Per-candidate author-diversity multipliers.
 
     Candidates are ranked by score, descending, ties in input order. The k-th post of an author in

@@ -10,6 +10,8 @@ Design choices, written down once:
   with SQLITE_BUSY instead of waiting), and the 30 s busy timeout makes the others queue.
   Connections are made with `isolation_level=None` so that Python's implicit transactions never
   interleave with ours; `Store.transaction()` groups several writes into one atomic unit.
+  A thread's connection stays open until `close()`, even after the thread ends (fine for a
+  server's bounded thread pool; a program spawning unbounded threads should share fewer stores).
 * Engagements: one row per (user, post, time) event, its actions a JSON object of the non-zero
   actions by NAME (`{"favorite": 1, "dwell_time": 12.5}`). Names, not positions, because
   vocabularies are data; one row per event because the history token is one multi-hot per event.
@@ -163,7 +165,9 @@ def _int_array(name: str, x: Any, n: int | None = None, *, nonneg: bool = True) 
         raise ValueError(f"{name} must have length {n}, got {arr.shape[0]}")
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
         raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.floor(arr)):
@@ -206,7 +210,9 @@ def _actions_json_from_matrix(names: Sequence[str], values: np.ndarray) -> list[
 
 def _check_action_matrix(names: Sequence[str], values: np.ndarray, field: str) -> None:
     if values.ndim != 2 or values.shape[1] != len(names):
-        raise ValueError(f"{field} must be [N, {len(names)}] (one column per action name), got {values.shape}")
+        raise ValueError(
+            f"{field} must be [N, {len(names)}] (one column per action name), got {values.shape}"
+        )
     if not np.all(np.isfinite(values)) or (values.size and values.min() < 0):
         raise ValueError(f"{field} must be finite and >= 0")
     for n in names:
@@ -222,7 +228,9 @@ def _columns(table: Any, what: str) -> dict[str, Any]:
         return {n: table.column(n) for n in table.column_names}
     if isinstance(table, Mapping):
         return dict(table)
-    raise ValueError(f"{what} must be a pyarrow Table or a mapping of column name -> array, got {type(table).__name__}")
+    raise ValueError(
+        f"{what} must be a pyarrow Table or a mapping of column name -> array, got {type(table).__name__}"
+    )
 
 
 def _require(cols: Mapping[str, Any], names: Sequence[str], what: str) -> None:
@@ -233,8 +241,12 @@ def _require(cols: Mapping[str, Any], names: Sequence[str], what: str) -> None:
 
 def _action_column(name: str, col: Any) -> np.ndarray:
     """A bool/number action column as float64; nulls mean 'not done' (0)."""
-    if hasattr(col, "fill_null"):
-        col = col.fill_null(0) if col.null_count else col
+    if hasattr(col, "fill_null"):  # pyarrow: cast first, so bool columns can take the 0.0 fill
+        try:
+            col = col.cast("float64")
+        except (TypeError, ValueError, NotImplementedError):
+            raise ValueError(f"events.{name} must be bool or numeric, got type {col.type}") from None
+        col = col.fill_null(0.0) if col.null_count else col
     arr = _to_numpy(col)
     if arr.dtype == object:
         arr = np.array([0.0 if v is None else v for v in arr], dtype=np.float64)
@@ -367,7 +379,11 @@ class Store:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
-        self._migrate(migrations)
+        try:
+            self._migrate(migrations)
+        except BaseException:
+            self.close()  # do not leak the connection of a store nobody will hold
+            raise
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -386,7 +402,9 @@ class Store:
           SchemaVersionError: the file has migrations this code does not know.
         """
         if str(path) == ":memory:" or str(path).startswith("file:"):
-            raise ValueError("Store.open path must be a file path (per-thread connections need one shared file)")
+            raise ValueError(
+                "Store.open path must be a file path (per-thread connections need one shared file)"
+            )
         _check_migrations(migrations)
         return cls(Path(path), tuple(migrations))
 
@@ -434,23 +452,31 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An atomic unit of writes: all of them commit, or (on any exception) none do.
 
-        Nested use joins the outer transaction, so the public write methods compose inside one.
+        Nested use becomes a SAVEPOINT inside the outer transaction: an exception caught between
+        the two levels undoes only the inner block, and nothing is durable before the outer COMMIT.
+        The public write methods use this, so they compose inside one caller's transaction.
 
         Yields:
-          This thread's connection, inside `BEGIN IMMEDIATE`.
+          This thread's connection, inside `BEGIN IMMEDIATE` (or a savepoint when nested).
         """
         conn = self._conn()
-        if conn.in_transaction:
-            yield conn
-            return
-        conn.execute("BEGIN IMMEDIATE")
+        depth = getattr(self._local, "depth", 0)
+        savepoint = f"phoenix_sp{depth}"
+        conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+        self._local.depth = depth + 1
         try:
             yield conn
-            conn.execute("COMMIT")
+            conn.execute("COMMIT" if depth == 0 else f"RELEASE {savepoint}")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            if depth == 0:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            else:
+                conn.execute(f"ROLLBACK TO {savepoint}")
+                conn.execute(f"RELEASE {savepoint}")
             raise
+        finally:
+            self._local.depth = depth
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
         conn = self._conn()
@@ -561,11 +587,15 @@ class Store:
         """
         pid = _int_array("post_ids", post_ids, nonneg=False)
         uniq = np.unique(pid)
-        rows = self._conn().execute(
-            f"SELECT {', '.join('p.' + c.strip() for c in _POST_COLS.split(','))} "
-            "FROM json_each(?) AS j JOIN posts AS p ON p.post_id = j.value ORDER BY p.post_id",
-            (json.dumps(uniq.tolist()),),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {', '.join('p.' + c.strip() for c in _POST_COLS.split(','))} "
+                "FROM json_each(?) AS j JOIN posts AS p ON p.post_id = j.value ORDER BY p.post_id",
+                (json.dumps(uniq.tolist()),),
+            )
+            .fetchall()
+        )
         found = PostRows._from_rows(rows)
         pos = np.searchsorted(found.post_ids, pid)
         pos_c = np.minimum(pos, max(len(found) - 1, 0))
@@ -602,9 +632,14 @@ class Store:
         last = _INT64_MIN
         while True:
             # Keyset pagination: stable and O(batch) per page, unlike OFFSET.
-            rows = self._conn().execute(
-                f"SELECT {_POST_COLS} FROM posts WHERE post_id > ? ORDER BY post_id LIMIT ?", (last, batch_size)
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT {_POST_COLS} FROM posts WHERE post_id > ? ORDER BY post_id LIMIT ?",
+                    (last, batch_size),
+                )
+                .fetchall()
+            )
             if not rows:
                 return
             yield PostRows._from_rows(rows)
@@ -631,14 +666,23 @@ class Store:
             return PostRows._from_rows([])
         # The correlated sub-select walks idx_posts_author_created for each author and stops after
         # `per_author_cap` rows, so cost is O(authors x cap), not O(all posts of those authors).
-        rows = self._conn().execute(
-            f"SELECT {', '.join('p.' + c.strip() for c in _POST_COLS.split(','))} "
-            "FROM json_each(?1) AS a JOIN posts AS p ON p.post_id IN ("
-            "  SELECT q.post_id FROM posts AS q WHERE q.author_id = a.value AND q.created_at >= ?2"
-            "  ORDER BY q.created_at DESC, q.post_id DESC LIMIT ?3) "
-            "ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?4",
-            (json.dumps(aid.tolist()), _INT64_MIN if since is None else int(since), per_author_cap, limit_total),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {', '.join('p.' + c.strip() for c in _POST_COLS.split(','))} "
+                "FROM json_each(?1) AS a JOIN posts AS p ON p.post_id IN ("
+                "  SELECT q.post_id FROM posts AS q WHERE q.author_id = a.value AND q.created_at >= ?2"
+                "  ORDER BY q.created_at DESC, q.post_id DESC LIMIT ?3) "
+                "ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?4",
+                (
+                    json.dumps(aid.tolist()),
+                    _INT64_MIN if since is None else int(since),
+                    per_author_cap,
+                    limit_total,
+                ),
+            )
+            .fetchall()
+        )
         return PostRows._from_rows(rows)
 
     def popular_posts(self, limit: int, since: int | None = None) -> PostRows:
@@ -652,13 +696,17 @@ class Store:
           `PostRows`, most engaged first (ties: newer post, then higher id).
         """
         limit = _scalar_int("limit", limit)
-        rows = self._conn().execute(
-            f"SELECT {', '.join('p.' + c.strip() for c in _POST_COLS.split(','))} FROM ("
-            "  SELECT post_id, COUNT(*) AS n FROM engagements WHERE timestamp >= ? GROUP BY post_id"
-            ") AS c JOIN posts AS p ON p.post_id = c.post_id "
-            "ORDER BY c.n DESC, p.created_at DESC, p.post_id DESC LIMIT ?",
-            (_INT64_MIN if since is None else int(since), limit),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {', '.join('p.' + c.strip() for c in _POST_COLS.split(','))} FROM ("
+                "  SELECT post_id, COUNT(*) AS n FROM engagements WHERE timestamp >= ? GROUP BY post_id"
+                ") AS c JOIN posts AS p ON p.post_id = c.post_id "
+                "ORDER BY c.n DESC, p.created_at DESC, p.post_id DESC LIMIT ?",
+                (_INT64_MIN if since is None else int(since), limit),
+            )
+            .fetchall()
+        )
         return PostRows._from_rows(rows)
 
     def fresh_posts(self, limit: int) -> PostRows:
@@ -668,9 +716,13 @@ class Store:
           `PostRows` of at most `limit` posts, newest first.
         """
         limit = _scalar_int("limit", limit)
-        rows = self._conn().execute(
-            f"SELECT {_POST_COLS} FROM posts ORDER BY created_at DESC, post_id DESC LIMIT ?", (limit,)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {_POST_COLS} FROM posts ORDER BY created_at DESC, post_id DESC LIMIT ?", (limit,)
+            )
+            .fetchall()
+        )
         return PostRows._from_rows(rows)
 
     # -- engagements ----------------------------------------------------------------------------
@@ -701,7 +753,11 @@ class Store:
         n = uid.shape[0]
         pid = _int_array("post_ids", post_ids, n)
         ts = _int_array("timestamps", timestamps, n, nonneg=False)
-        surf = np.zeros(n, np.int64) if product_surface is None else _int_array("product_surface", product_surface, n)
+        surf = (
+            np.zeros(n, np.int64)
+            if product_surface is None
+            else _int_array("product_surface", product_surface, n)
+        )
         if isinstance(actions, np.ndarray):
             if action_names is None:
                 raise ValueError("action_names is required when actions is an array")
@@ -711,7 +767,9 @@ class Store:
                 raise ValueError(f"actions must have {n} rows, got {vals.shape[0]}")
             empty = np.flatnonzero(~(vals > 0).any(axis=1))
             if empty.size:
-                raise ValueError(f"actions[{int(empty[0])}] has no positive action; record impressions with mark_seen")
+                raise ValueError(
+                    f"actions[{int(empty[0])}] has no positive action; record impressions with mark_seen"
+                )
             encoded = _actions_json_from_matrix(action_names, vals)
         else:
             if len(actions) != n:
@@ -730,7 +788,9 @@ class Store:
                     if fv > 0:
                         clean[k] = _json_number(fv)
                 if not clean:
-                    raise ValueError(f"actions[{i}] has no positive action; record impressions with mark_seen")
+                    raise ValueError(
+                        f"actions[{i}] has no positive action; record impressions with mark_seen"
+                    )
                 encoded.append(json.dumps(clean, separators=(",", ":")))
         self._insert_engagements(uid, pid, ts, encoded, surf)
         return n
@@ -766,12 +826,16 @@ class Store:
         """
         user_id = _scalar_int("user_id", user_id)
         limit = _scalar_int("limit", limit)
-        rows = self._conn().execute(
-            "SELECT e.post_id, p.author_id, e.timestamp, e.actions, e.product_surface "
-            "FROM engagements AS e JOIN posts AS p ON p.post_id = e.post_id "
-            "WHERE e.user_id = ? AND e.timestamp < ? ORDER BY e.timestamp DESC, e.event_id DESC LIMIT ?",
-            (user_id, 2**63 - 1 if before is None else int(before), limit),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT e.post_id, p.author_id, e.timestamp, e.actions, e.product_surface "
+                "FROM engagements AS e JOIN posts AS p ON p.post_id = e.post_id "
+                "WHERE e.user_id = ? AND e.timestamp < ? ORDER BY e.timestamp DESC, e.event_id DESC LIMIT ?",
+                (user_id, 2**63 - 1 if before is None else int(before), limit),
+            )
+            .fetchall()
+        )
         rows.reverse()
         cols = list(zip(*rows, strict=True)) if rows else [()] * 5
         return History(
@@ -799,7 +863,9 @@ class Store:
         user_id = _scalar_int("user_id", user_id)
         author_id = _scalar_int("author_id", author_id)
         with self.transaction() as conn:
-            cur = conn.execute(f"DELETE FROM {table} WHERE user_id = ? AND author_id = ?", (user_id, author_id))
+            cur = conn.execute(
+                f"DELETE FROM {table} WHERE user_id = ? AND author_id = ?", (user_id, author_id)
+            )
         return cur.rowcount == 1
 
     def _edges(self, sql: str, params: tuple) -> np.ndarray:
@@ -844,7 +910,9 @@ class Store:
         )
 
     # -- served / seen --------------------------------------------------------------------------
-    def mark_served(self, user_id: int, post_ids: Any, session_id: str, *, served_at: int | None = None) -> int:
+    def mark_served(
+        self, user_id: int, post_ids: Any, session_id: str, *, served_at: int | None = None
+    ) -> int:
         """Record that these posts were served to the user in this session (for pagination).
 
         Re-serving a post in the same session keeps its first `served_at`.
@@ -867,9 +935,12 @@ class Store:
         """`[K]` int64 posts served to the user (in `session_id`, or in any session), ascending."""
         uid = _scalar_int("user_id", user_id)
         if session_id is None:
-            return self._edges("SELECT DISTINCT post_id FROM served WHERE user_id = ? ORDER BY post_id", (uid,))
+            return self._edges(
+                "SELECT DISTINCT post_id FROM served WHERE user_id = ? ORDER BY post_id", (uid,)
+            )
         return self._edges(
-            "SELECT post_id FROM served WHERE user_id = ? AND session_id = ? ORDER BY post_id", (uid, session_id)
+            "SELECT post_id FROM served WHERE user_id = ? AND session_id = ? ORDER BY post_id",
+            (uid, session_id),
         )
 
     def mark_seen(self, user_id: int, post_ids: Any, *, seen_at: int | None = None) -> int:
@@ -948,7 +1019,11 @@ class Store:
             if "product_surface" in ev
             else np.zeros(n, np.int64)
         )
-        vals = np.stack([_action_column(a, ev[a]) for a in action_names], axis=1) if n else np.zeros((0, len(action_names)))
+        vals = (
+            np.stack([_action_column(a, ev[a]) for a in action_names], axis=1)
+            if n
+            else np.zeros((0, len(action_names)))
+        )
         if vals.shape[0] != n:
             raise ValueError(f"events action columns must have {n} rows")
         _check_action_matrix(action_names, vals, "events action columns")
@@ -974,7 +1049,11 @@ class Store:
                 )
             derived = self._derive_posts(ev, pid, ts, n)
             self._insert_engagements(
-                uid[engaged], pid[engaged], ts[engaged], _actions_json_from_matrix(action_names, vals[engaged]), surf[engaged]
+                uid[engaged],
+                pid[engaged],
+                ts[engaged],
+                _actions_json_from_matrix(action_names, vals[engaged]),
+                surf[engaged],
             )
             n_imp = 0
             if impressions_as_seen and (~engaged).any():

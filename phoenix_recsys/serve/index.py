@@ -1,0 +1,503 @@
+"""`CorpusIndex`: FAISS inner-product search over L2-normalised post embeddings (SPEC 6).
+
+Axes: P posts, D embedding width, B queries, k results per query.
+
+Design choices:
+
+* Exact `IndexFlatIP` up to `IndexConfig.exact_max_size` posts (50k by default: brute force is
+  then a few ms and has perfect recall), `IndexHNSWFlat` with the inner-product metric above. The
+  kind is fixed at `build`; `compact()` rebuilds (and re-picks the kind) when an index has grown.
+* Post ids live in an int64 array beside the index, position i <-> FAISS id i, rather than in an
+  `IndexIDMap2`: HNSW cannot remove vectors, so a re-added post id (its embedding changed)
+  tombstones the old position and appends the new vector. Duplicate ids across `add` calls
+  therefore REPLACE; duplicates inside one call are rejected as ambiguous. Search over-fetches by
+  the number of tombstones plus excluded ids, so both stay invisible in results.
+* Threads: FAISS parallelises each search with OpenMP over all cores by default; we leave that
+  process-wide setting (`faiss.omp_set_num_threads`) to the application, since a library changing
+  it would silently slow every other FAISS user in the process. A lock serialises `add`, `search`
+  and `save` on one index, because FAISS does not allow adding while searching.
+* Persistence: `save(dir, fingerprint)` writes the index, the id and tombstone arrays and a JSON
+  with the fingerprint (hash of model bundle + corpus, see `make_fingerprint`) and checksums; the
+  JSON is written last, so a crash mid-save leaves a directory `load` rejects. `load` returns None
+  when the directory is missing, stale or torn, so callers write
+  `CorpusIndex.load(d, fp) or CorpusIndex.build(...)` (an empty index is still truthy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import faiss
+import numpy as np
+
+_log = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+_INDEX_FILE = "index.faiss"
+_IDS_FILE = "ids.npy"
+_ALIVE_FILE = "alive.npy"
+_META_FILE = "meta.json"
+
+
+class IndexKind(enum.StrEnum):
+    """Which FAISS structure backs the index."""
+
+    FLAT = "flat"
+    HNSW = "hnsw"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class IndexConfig:
+    """How `CorpusIndex.build` indexes a corpus.
+
+    Attributes:
+      exact_max_size: corpora of at most this many posts get an exact flat index; larger ones HNSW.
+      hnsw_m: HNSW graph degree (memory and recall grow with it).
+      hnsw_ef_construction: candidate list size while building (build time vs graph quality).
+      hnsw_ef_search: candidate list size while searching (latency vs recall); raised to k when
+        a search asks for more.
+    """
+
+    exact_max_size: int = 50_000
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 128
+
+    def __post_init__(self) -> None:
+        for name, lo in (
+            ("exact_max_size", 0),
+            ("hnsw_m", 2),
+            ("hnsw_ef_construction", 1),
+            ("hnsw_ef_search", 1),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+                raise ValueError(f"IndexConfig.{name} must be an int >= {lo}, got {v!r}")
+            object.__setattr__(self, name, int(v))
+
+    def kind_for(self, num_posts: int) -> IndexKind:
+        """The index kind a corpus of `num_posts` gets."""
+        return IndexKind.FLAT if num_posts <= self.exact_max_size else IndexKind.HNSW
+
+
+class SearchResult(NamedTuple):
+    """Top-k per query, best first.
+
+    Attributes:
+      ids: `[B, k]` int64 post ids, -1 where fewer than k posts qualify.
+      scores: `[B, k]` float32 inner products, -inf where ids is -1.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+
+class IndexMismatchError(ValueError):
+    """A saved index cannot be used (missing, other fingerprint, torn or corrupt); see the message."""
+
+
+def make_fingerprint(*parts: str | bytes | np.ndarray) -> str:
+    """A stable hex digest of the things an index depends on (model bundle digest, post ids ...).
+
+    Each part is length-prefixed (and arrays carry dtype and shape), so different splits of the
+    same bytes give different fingerprints.
+
+    Args:
+      parts: strings, bytes or arrays.
+
+    Returns:
+      64-character sha256 hex digest.
+    """
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            arr = np.ascontiguousarray(p)
+            head = f"array:{arr.dtype.str}:{arr.shape}".encode()
+            data = arr.tobytes()
+        elif isinstance(p, str):
+            head, data = b"str", p.encode()
+        elif isinstance(p, bytes):
+            head, data = b"bytes", p
+        else:
+            raise ValueError(f"make_fingerprint parts must be str, bytes or arrays, got {type(p).__name__}")
+        h.update(len(head).to_bytes(8, "little") + head + len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _normalised(name: str, x: Any, dim: int | None = None) -> np.ndarray:
+    """`[n, D]` float32 C-contiguous rows scaled to unit L2 norm; ValueError for bad rows."""
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [n, D], got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} must have width D={dim}, got {arr.shape[1]}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have width D >= 1")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if arr.shape[0] and norms.min() < 1e-12:
+        raise ValueError(f"{name} row {int(np.argmin(norms))} has zero norm and no direction")
+    # Renormalise even if the tower already did: FAISS's IP equals cosine only on unit vectors.
+    return np.ascontiguousarray(arr / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _id_array(name: str, x: Any, n: int) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must be [{n}] (one per embedding row), got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be >= 0 (-1 marks empty result slots)")
+    if np.unique(arr).shape[0] != n:
+        raise ValueError(f"{name} has duplicates within one call")
+    return arr
+
+
+def _exclusion_array(e: Iterable[int] | np.ndarray | None) -> np.ndarray | None:
+    """Sorted unique int64 ids of one query's exclusions (None = no exclusions)."""
+    if e is None:
+        return None
+    if isinstance(e, np.ndarray):
+        return np.unique(e.astype(np.int64).ravel())
+    return np.unique(np.fromiter((int(i) for i in e), dtype=np.int64))
+
+
+def _new_faiss_index(kind: IndexKind, dim: int, config: IndexConfig) -> faiss.Index:
+    if kind is IndexKind.FLAT:
+        return faiss.IndexFlatIP(dim)
+    index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config.hnsw_ef_construction
+    index.hnsw.efSearch = config.hnsw_ef_search
+    return index
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+class CorpusIndex:
+    """Inner-product top-k over unit-norm post embeddings, with exclusions, online adds and persistence.
+
+    >>> emb = np.array([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6]], dtype=np.float32)
+    >>> idx = CorpusIndex.build([10, 11, 12], emb)
+    >>> idx.search(emb[:1], k=2, exclude=[{10}]).ids.tolist()
+    [[12, 11]]
+    """
+
+    def __init__(
+        self, index: faiss.Index, ids: np.ndarray, alive: np.ndarray, kind: IndexKind, config: IndexConfig
+    ) -> None:
+        """Use `build` or `load`."""
+        self._index = index
+        self._ids = ids  # [n_internal] int64: FAISS position -> post id
+        self._alive = alive  # [n_internal] bool: False = replaced by a later add (tombstone)
+        self._kind = kind
+        self._config = config
+        self._lock = threading.Lock()
+        self._live_sorted: np.ndarray | None = None  # cache of sorted live ids; None = stale
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def build(cls, post_ids: Any, embeddings: Any, *, config: IndexConfig | None = None) -> CorpusIndex:
+        """Index a corpus.
+
+        Args:
+          post_ids: `[P]` unique int64 ids >= 0.
+          embeddings: `[P, D]` float (normalised here).
+          config: index settings; default `IndexConfig()`.
+
+        Returns:
+          A `CorpusIndex`, flat if P <= `config.exact_max_size`, else HNSW.
+        """
+        config = IndexConfig() if config is None else config
+        emb = _normalised("embeddings", embeddings)
+        ids = _id_array("post_ids", post_ids, emb.shape[0])
+        kind = config.kind_for(emb.shape[0])
+        index = _new_faiss_index(kind, emb.shape[1], config)
+        if emb.shape[0]:
+            index.add(emb)
+        return cls(index, ids, np.ones(ids.shape[0], dtype=bool), kind, config)
+
+    def add(self, post_ids: Any, embeddings: Any) -> int:
+        """Add posts online; an id already in the index is replaced by its new embedding.
+
+        Args:
+          post_ids: `[n]` int64 ids, unique within the call.
+          embeddings: `[n, D]` float.
+
+        Returns:
+          How many of the ids replaced existing entries.
+        """
+        emb = _normalised("embeddings", embeddings, self.dim)
+        ids = _id_array("post_ids", post_ids, emb.shape[0])
+        if ids.size == 0:
+            return 0
+        with self._lock:
+            old = np.flatnonzero(self._alive & np.isin(self._ids, ids))
+            self._alive[old] = False
+            self._index.add(emb)
+            self._ids = np.concatenate([self._ids, ids])
+            self._alive = np.concatenate([self._alive, np.ones(ids.shape[0], dtype=bool)])
+            self._live_sorted = None
+        return int(old.size)
+
+    def compact(self) -> CorpusIndex:
+        """A fresh index of the live posts only (drops tombstones, re-picks flat vs HNSW by size).
+
+        Returns:
+          A new `CorpusIndex`; this one is unchanged.
+        """
+        with self._lock:
+            vectors = (
+                self._index.reconstruct_n(0, self._index.ntotal)[self._alive] if self._index.ntotal else None
+            )
+            ids = self._ids[self._alive]
+        if vectors is None:
+            vectors = np.zeros((0, self.dim), dtype=np.float32)
+        return CorpusIndex.build(ids, vectors, config=self._config)
+
+    # -- queries --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Number of live posts."""
+        with self._lock:
+            return int(self._alive.sum())
+
+    def __bool__(self) -> bool:
+        # Without this an empty index would be falsy and `load(...) or build(...)` would rebuild it.
+        return True
+
+    def __contains__(self, post_id: object) -> bool:
+        if not isinstance(post_id, int | np.integer):
+            return False
+        with self._lock:
+            live = self._live_ids()
+        i = np.searchsorted(live, post_id)
+        return bool(i < live.shape[0] and live[i] == post_id)
+
+    @property
+    def dim(self) -> int:
+        """Embedding width D."""
+        return int(self._index.d)
+
+    @property
+    def kind(self) -> IndexKind:
+        return self._kind
+
+    @property
+    def config(self) -> IndexConfig:
+        return self._config
+
+    @property
+    def num_tombstones(self) -> int:
+        """Replaced vectors still stored (see `compact`)."""
+        with self._lock:
+            return int((~self._alive).sum())
+
+    def post_ids(self) -> np.ndarray:
+        """`[P]` int64 live post ids, ascending."""
+        with self._lock:
+            return self._live_ids().copy()
+
+    def _live_ids(self) -> np.ndarray:
+        # Callers hold self._lock: `add` swaps `_ids` and `_alive` together under it.
+        live = self._live_sorted
+        if live is None:
+            live = np.sort(self._ids[self._alive])
+            self._live_sorted = live
+        return live
+
+    def search(
+        self,
+        queries: Any,
+        k: int,
+        exclude: Sequence[Iterable[int] | np.ndarray | None] | None = None,
+    ) -> SearchResult:
+        """Top-k posts by inner product per query, skipping each query's excluded ids.
+
+        Args:
+          queries: `[B, D]` float user embeddings (normalised here).
+          k: results per query, >= 0.
+          exclude: None, or B entries (each None or ids) of posts that query must not return
+            (e.g. seen posts).
+
+        Returns:
+          `SearchResult(ids [B, k] int64 (-1 fill), scores [B, k] float32 (-inf fill))`, best first.
+          Exact on a flat index; on HNSW approximate, retrying with a larger fetch when exclusions
+          leave a row short.
+        """
+        q = _normalised("queries", queries, self.dim)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+            raise ValueError(f"k must be an int >= 0, got {k!r}")
+        k = int(k)
+        b = q.shape[0]
+        if exclude is not None and len(exclude) != b:
+            raise ValueError(f"exclude must have one entry per query (B={b}), got {len(exclude)}")
+        out_ids = np.full((b, k), -1, dtype=np.int64)
+        out_scores = np.full((b, k), -np.inf, dtype=np.float32)
+        with self._lock:
+            n_total = int(self._index.ntotal)
+            live = self._live_ids()
+            if k == 0 or b == 0 or live.size == 0:
+                return SearchResult(out_ids, out_scores)
+            excl = [_exclusion_array(e) for e in (exclude if exclude is not None else [None] * b)]
+            # Excluded ids that are actually indexed: each can take one slot of the fetch.
+            n_excl = np.array(
+                [0 if e is None else int(np.isin(e, live, assume_unique=True).sum()) for e in excl]
+            )
+            achievable = np.minimum(k, live.size - n_excl)
+            n_dead = n_total - live.size
+            fetch = min(n_total, k + int(n_excl.max()) + n_dead)
+            while True:
+                scores, pos = self._index.search(q, fetch)
+                ok = pos >= 0
+                safe = np.where(ok, pos, 0)
+                ids = np.where(ok, self._ids[safe], -1)
+                ok &= self._alive[safe]
+                for i, e in enumerate(excl):
+                    if e is not None and e.size:
+                        ok[i] &= ~np.isin(ids[i], e)
+                # Exact search is complete after one round; HNSW may return fewer true hits.
+                if fetch >= n_total or np.all(ok.sum(axis=1) >= achievable):
+                    break
+                fetch = min(n_total, 2 * fetch)
+        # Compact each row's surviving hits to the front, keeping FAISS's best-first order.
+        rank = np.cumsum(ok, axis=1) - 1
+        rows, cols = np.nonzero(ok & (rank < k))
+        out_ids[rows, rank[rows, cols]] = ids[rows, cols]
+        out_scores[rows, rank[rows, cols]] = scores[rows, cols]
+        return SearchResult(out_ids, out_scores)
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, directory: str | Path, fingerprint: str) -> Path:
+        """Persist to `directory` (created if needed), tagged with `fingerprint`.
+
+        Args:
+          directory: target folder; existing index files there are replaced.
+          fingerprint: what this index was built from (`make_fingerprint(bundle_digest, post_ids)`).
+
+        Returns:
+          The directory.
+        """
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise ValueError("fingerprint must be a non-empty string")
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            blobs = {
+                _INDEX_FILE: faiss.serialize_index(self._index).tobytes(),
+                _IDS_FILE: _npy_bytes(self._ids),
+                _ALIVE_FILE: _npy_bytes(self._alive),
+            }
+            ntotal = int(self._ids.shape[0])
+        meta = {
+            "format_version": _FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "kind": self._kind.value,
+            "dim": self.dim,
+            "ntotal": ntotal,
+            "config": dataclasses.asdict(self._config),
+            "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()},
+        }
+        # Remove the old meta first: from here until the new one lands the directory is invalid,
+        # never a mix of old meta and new data.
+        (d / _META_FILE).unlink(missing_ok=True)
+        for name, data in blobs.items():
+            _write_atomic(d / name, data)
+        _write_atomic(d / _META_FILE, json.dumps(meta, indent=2).encode())
+        return d
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        expected_fingerprint: str,
+        *,
+        config: IndexConfig | None = None,
+        strict: bool = False,
+    ) -> CorpusIndex | None:
+        """Load a saved index if it was built from `expected_fingerprint`.
+
+        Args:
+          directory: as given to `save`.
+          expected_fingerprint: the fingerprint of the current model bundle + corpus.
+          config: optional; its `hnsw_ef_search` applies to the loaded index (the saved config
+            otherwise).
+          strict: raise `IndexMismatchError` instead of returning None.
+
+        Returns:
+          The index, or None when the directory is missing, has another fingerprint, or is torn
+          or corrupt (the reason is logged) - the caller then rebuilds.
+        """
+        try:
+            return cls._load(Path(directory), expected_fingerprint, config)
+        except IndexMismatchError as e:
+            if strict:
+                raise
+            _log.info("not using saved index: %s", e)
+            return None
+
+    @classmethod
+    def _load(cls, d: Path, expected: str, config: IndexConfig | None) -> CorpusIndex:
+        meta_path = d / _META_FILE
+        if not meta_path.is_file():
+            raise IndexMismatchError(f"no saved index in {d} ({_META_FILE} missing)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise IndexMismatchError(f"{meta_path} is unreadable: {e}") from None
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise IndexMismatchError(
+                f"{d} has format {meta.get('format_version')}, this code reads {_FORMAT_VERSION}"
+            )
+        if meta.get("fingerprint") != expected:
+            raise IndexMismatchError(
+                f"{d} was built for fingerprint {meta.get('fingerprint')!r}, expected {expected!r}"
+            )
+        blobs = {}
+        for name, digest in meta.get("sha256", {}).items():
+            try:
+                data = (d / name).read_bytes()
+            except OSError as e:
+                raise IndexMismatchError(f"{d / name} is unreadable: {e}") from None
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise IndexMismatchError(f"{d / name} does not match its checksum (torn or corrupt save)")
+            blobs[name] = data
+        if set(blobs) != {_INDEX_FILE, _IDS_FILE, _ALIVE_FILE}:
+            raise IndexMismatchError(f"{meta_path} lists files {sorted(blobs)}")
+        index = faiss.deserialize_index(np.frombuffer(blobs[_INDEX_FILE], dtype=np.uint8))
+        ids = np.load(io.BytesIO(blobs[_IDS_FILE]), allow_pickle=False)
+        alive = np.load(io.BytesIO(blobs[_ALIVE_FILE]), allow_pickle=False)
+        if not (index.ntotal == ids.shape[0] == alive.shape[0] == meta["ntotal"]) or index.d != meta["dim"]:
+            raise IndexMismatchError(f"{d}: index, ids and meta disagree on size or width")
+        kind = IndexKind(meta["kind"])
+        saved_config = IndexConfig(**meta["config"])
+        if config is not None:
+            saved_config = dataclasses.replace(saved_config, hnsw_ef_search=config.hnsw_ef_search)
+        if kind is IndexKind.HNSW:
+            index.hnsw.efSearch = saved_config.hnsw_ef_search
+        return cls(index, ids.astype(np.int64), alive.astype(bool), kind, saved_config)
