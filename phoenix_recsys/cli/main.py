@@ -7,6 +7,7 @@ import importlib
 import typer
 
 from phoenix_recsys.cli import demos
+from phoenix_recsys.cli import train as train_cli
 
 app = typer.Typer(
     name="phoenix-recsys",
@@ -21,12 +22,14 @@ app = typer.Typer(
 )
 app.command("rank-demo")(demos.rank_demo)
 app.command("retrieve-demo")(demos.retrieve_demo)
+app.command("evaluate")(train_cli.evaluate_cmd)
 
 # Command groups, each a module exposing a Typer sub-app; a group whose module is absent is skipped
 # so the CLI keeps working while a group is being built.
 _GROUPS = (
     ("data", "phoenix_recsys.cli.data", "data_app"),
     ("reference", "phoenix_recsys.cli.reference", "reference_app"),
+    ("train", "phoenix_recsys.cli.train", "train_app"),
 )
 for _name, _module, _attr in _GROUPS:
     try:

@@ -1,0 +1,471 @@
+"""Training loops for the ranker and the retriever: AdamW + clipping + warmup/cosine, a jitted step,
+periodic validation, early stopping, Orbax checkpoints (latest + best, resumable), metrics.jsonl and
+a training-curves plot.
+
+The step is one jitted pure function over the split (model, optimizer) state, donated so parameters
+are updated in place; the Python loop only does I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from phoenix_recsys.actions import ActionKind, ActionVocabulary
+from phoenix_recsys.data.batch import RecsysBatch
+from phoenix_recsys.data.examples import PostCorpus, RankingExamples, RetrievalExamples
+from phoenix_recsys.model.config import PhoenixModelConfig
+from phoenix_recsys.model.ranker import PhoenixModel
+from phoenix_recsys.model.retrieval import PhoenixRetrievalModel
+from phoenix_recsys.train import checkpoint as ckpt
+from phoenix_recsys.train import losses
+from phoenix_recsys.train.inference import (
+    embedding_scorer,
+    encode_corpus,
+    encode_users,
+    predict_ranker,
+    retrieval_eval,
+)
+from phoenix_recsys.train.metrics import auroc
+
+MIN_EVAL_POSITIVES = 10
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """Optimisation and bookkeeping settings (the model's own shape lives in `PhoenixModelConfig`).
+
+    Attributes:
+      steps: optimizer steps (None: derive from `epochs`).
+      epochs: passes over the training examples (used when `steps` is None).
+      batch_size: examples per step.
+      learning_rate: peak learning rate of the warmup + cosine schedule.
+      warmup_steps: linear warmup length.
+      end_lr_fraction: final learning rate as a fraction of the peak.
+      weight_decay: AdamW decoupled weight decay.
+      grad_clip: global-norm clipping threshold.
+      eval_every: steps between validations (and checkpoints).
+      eval_max_examples: cap on validation examples per evaluation (speed).
+      patience: validations without improvement before early stopping (0 = never stop early).
+      seed: shuffling and initialisation seed.
+      action_loss_weights: ranker loss weight per action name (default 1 each).
+      init_bias_from_base_rates: start each action's logit bias at its training base rate, so very rare
+        actions (report) do not spend the first steps learning "almost never".
+      temperature: retrieval softmax temperature.
+      positive_actions: which actions make a retrieval positive (favorite by default).
+      log_q_correction: subtract log item frequency from in-batch logits.
+    """
+
+    steps: int | None = 1000
+    epochs: float | None = None
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    warmup_steps: int = 50
+    end_lr_fraction: float = 0.05
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    eval_max_examples: int = 4000
+    patience: int = 4
+    seed: int = 0
+    action_loss_weights: dict[str, float] | None = None
+    init_bias_from_base_rates: bool = True
+    temperature: float = 0.05
+    positive_actions: tuple[str, ...] = ("favorite",)
+    log_q_correction: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None:
+            raise ValueError("TrainConfig needs steps or epochs")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"TrainConfig.steps must be a positive int, got {self.steps!r}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"TrainConfig.epochs must be > 0, got {self.epochs!r}")
+        for f in ("batch_size", "eval_every", "eval_max_examples"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"TrainConfig.{f} must be a positive int, got {v!r}")
+        for f in ("learning_rate", "temperature", "grad_clip"):
+            if not getattr(self, f) > 0:
+                raise ValueError(f"TrainConfig.{f} must be > 0, got {getattr(self, f)!r}")
+        if self.warmup_steps < 0 or self.patience < 0 or self.weight_decay < 0:
+            raise ValueError("TrainConfig.warmup_steps, patience and weight_decay must be >= 0")
+        object.__setattr__(self, "positive_actions", tuple(self.positive_actions))
+
+    def total_steps(self, num_examples: int) -> int:
+        """Steps to run for a training set of `num_examples`."""
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * num_examples / self.batch_size))
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["positive_actions"] = list(self.positive_actions)
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown fields {unknown}")
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    steps: int
+    best_step: int
+    best_metric: float
+    metric_name: str
+    history: list[dict[str, Any]]
+    stopped_early: bool
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping and a linear-warmup cosine schedule."""
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=cfg.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1),
+        end_value=cfg.learning_rate * cfg.end_lr_fraction,
+    )
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(schedule, weight_decay=cfg.weight_decay))
+
+
+def _batches(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[np.ndarray]:
+    """Endless shuffled index batches; epoch e uses permutation seed (seed, e), so resuming at a step
+    reproduces the same order."""
+    per_epoch = max(1, n // batch_size)
+    step = start_step
+    while True:
+        epoch, k = divmod(step, per_epoch)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        if n < batch_size:
+            perm = np.resize(perm, batch_size)
+        yield perm[k * batch_size : (k + 1) * batch_size]
+        step += 1
+
+
+# -- ranker -----------------------------------------------------------------------------------
+
+
+def _ranker_arrays(ex: RankingExamples) -> tuple[RecsysBatch, np.ndarray, np.ndarray]:
+    return ex.batch, ex.labels, ex.candidate_mask
+
+
+def init_action_bias(model: PhoenixModel, train: RankingExamples) -> None:
+    """Set the logit bias to each action's training base rate (inverse sigmoid / softplus)."""
+    if model.action_bias is None:
+        return
+    mask = train.candidate_mask
+    vals = train.labels[mask]  # [n, A]
+    bias = np.zeros(vals.shape[1], np.float32)
+    for i, a in enumerate(train.actions):
+        m = float(vals[:, i].mean()) if vals.size else 0.0
+        if a.kind is ActionKind.BINARY:
+            p = min(max(m, 1e-5), 1 - 1e-5)
+            bias[i] = math.log(p / (1 - p))
+        else:
+            v = max(m, 1e-3)
+            bias[i] = math.log(math.expm1(v)) if v < 20 else v
+    model.action_bias.value = jnp.asarray(bias)
+
+
+def ranker_validation(probs: np.ndarray, ex: RankingExamples) -> dict[str, float]:
+    """Per-action AUROC on valid candidates and their mean over actions with enough positives."""
+    mask = ex.candidate_mask
+    out: dict[str, float] = {}
+    aucs = []
+    for i, a in enumerate(ex.actions):
+        if a.kind is not ActionKind.BINARY:
+            continue
+        y = ex.labels[..., i][mask]
+        pos = int(y.sum())
+        if pos < MIN_EVAL_POSITIVES or pos > y.size - MIN_EVAL_POSITIVES:
+            continue
+        v = auroc(y, probs[..., i][mask])
+        out[f"auroc/{a.name}"] = v
+        aucs.append(v)
+    out["mean_auroc"] = float(np.mean(aucs)) if aucs else float("nan")
+    return out
+
+
+def train_ranker(
+    model_cfg: PhoenixModelConfig,
+    cfg: TrainConfig,
+    train: RankingExamples,
+    val: RankingExamples | None,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[PhoenixModel, TrainResult]:
+    """Train a `PhoenixModel` on ranking examples.
+
+    Args:
+      model_cfg: the ranker's configuration; its action vocabulary must equal the examples'.
+      cfg: optimisation settings.
+      train / val: examples (val drives early stopping and the best checkpoint; None = train only).
+      run_dir: where checkpoints, metrics.jsonl and training_curves.png go.
+      resume: continue from `run_dir/checkpoints/latest` (refused if the configs differ).
+      progress: show a Rich progress bar.
+
+    Returns:
+      the model at its best validation step (the last step without validation) and a `TrainResult`.
+    """
+    _check_vocab(model_cfg.actions, train.actions, "training examples")
+    if len(train) == 0:
+        raise ValueError("no training examples: the train split is empty")
+    model = PhoenixModel(model_cfg, rngs=nnx.Rngs(cfg.seed))
+    if cfg.init_bias_from_base_rates:
+        init_action_bias(model, train)
+    acts = model_cfg.actions
+    weights = np.ones(len(acts), np.float32)
+    for name, w in (cfg.action_loss_weights or {}).items():
+        weights[acts.index(name)] = w
+    is_binary = jnp.asarray(acts.binary_mask())
+    weights_j = jnp.asarray(weights)
+
+    def loss_fn(m: PhoenixModel, batch: RecsysBatch, labels: jax.Array, mask: jax.Array):
+        out = losses.ranker_loss(m(batch).logits, labels, mask, is_binary, weights_j)
+        return out.total, out.per_action
+
+    def get_batch(idx: np.ndarray):
+        part = train.take(idx)
+        return (part.batch, part.labels, part.candidate_mask)
+
+    def evaluate(m: PhoenixModel) -> dict[str, float]:
+        sub = val.take(np.arange(min(len(val), cfg.eval_max_examples)))
+        return ranker_validation(predict_ranker(m, sub), sub)
+
+    result = _fit(
+        model, loss_fn, get_batch, len(train), evaluate if val is not None and len(val) else None,
+        "mean_auroc", cfg, Path(run_dir), resume, {"kind": "ranker", "model": model_cfg.to_json()}, progress,
+        loss_names=list(acts.names),
+    )
+    return model, result
+
+
+# -- retrieval --------------------------------------------------------------------------------
+
+
+def item_log_q(train_post_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """log frequency of each post among training positives, as a vectorised lookup (unseen -> min)."""
+    uniq, counts = np.unique(train_post_ids, return_counts=True)
+    logq = np.log(counts / counts.sum()).astype(np.float32)
+    floor = float(np.log(0.5 / counts.sum()))
+
+    def lookup(ids: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(uniq, ids), 0, len(uniq) - 1)
+        hit = uniq[pos] == ids
+        return np.where(hit, logq[pos], floor).astype(np.float32)
+
+    return lookup
+
+
+def train_retrieval(
+    model_cfg: PhoenixModelConfig,
+    cfg: TrainConfig,
+    train: RetrievalExamples,
+    val: RetrievalExamples | None,
+    corpus: PostCorpus,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[PhoenixRetrievalModel, TrainResult]:
+    """Train the two-tower retriever with in-batch sampled softmax (+ log-Q correction).
+
+    Validation: full-corpus HR@100 on up to `eval_max_examples` validation examples.
+    """
+    if len(train) == 0:
+        raise ValueError("no retrieval training examples: no positive events in the train split")
+    model = PhoenixRetrievalModel(model_cfg, rngs=nnx.Rngs(cfg.seed))
+    logq = item_log_q(train.target_post_ids)
+    temperature = cfg.temperature
+    use_logq = cfg.log_q_correction
+
+    def loss_fn(m: PhoenixRetrievalModel, batch: RecsysBatch, ids: jax.Array, log_q: jax.Array):
+        user, _ = m.build_user_representation(batch)
+        item = m.encode_posts(jnp.asarray(batch.candidate_post_hashes)[:, 0], jnp.asarray(batch.candidate_author_hashes)[:, 0])
+        loss = losses.retrieval_loss(user, item, ids, log_q if use_logq else jnp.zeros_like(log_q), temperature)
+        return loss, jnp.zeros((1,))
+
+    def get_batch(idx: np.ndarray):
+        part = train.take(idx)
+        return (part.batch, part.target_post_ids, logq(part.target_post_ids))
+
+    def evaluate(m: PhoenixRetrievalModel) -> dict[str, float]:
+        sub = val.take(np.arange(min(len(val), cfg.eval_max_examples)))
+        scorer = embedding_scorer(encode_users(m, sub.batch), encode_corpus(m, corpus))
+        res = retrieval_eval(scorer, corpus.post_ids, sub, ks=(10, 100))
+        return {"hr@10": res["hr@10"], "hr@100": res["hr@100"], "ndcg@10": res["ndcg@10"]}
+
+    result = _fit(
+        model, loss_fn, get_batch, len(train), evaluate if val is not None and len(val) else None,
+        "hr@100", cfg, Path(run_dir), resume, {"kind": "retrieval", "model": model_cfg.to_json()}, progress,
+        loss_names=[],
+    )
+    return model, result
+
+
+# -- the shared loop --------------------------------------------------------------------------
+
+
+def _check_vocab(model_vocab: ActionVocabulary, data_vocab: ActionVocabulary, what: str) -> None:
+    if model_vocab.names != data_vocab.names:
+        raise ValueError(
+            f"model actions {list(model_vocab.names)} differ from the {what}' actions {list(data_vocab.names)}"
+        )
+
+
+def _fit(
+    model: nnx.Module,
+    loss_fn: Callable[..., Any],
+    get_batch: Callable[[np.ndarray], tuple],
+    num_examples: int,
+    evaluate: Callable[[nnx.Module], dict[str, float]] | None,
+    metric_name: str,
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    identity: dict[str, Any],
+    progress: bool,
+    loss_names: list[str],
+) -> TrainResult:
+    total = cfg.total_steps(num_examples)
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg, total), wrt=nnx.Param)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    latest_dir, best_dir = run_dir / "checkpoints" / "latest", run_dir / "checkpoints" / "best"
+    metrics_path = run_dir / "metrics.jsonl"
+    identity = {**identity, "train": cfg.to_json()}
+    identity_key = {k: v for k, v in identity.items() if k != "train"} | {
+        "train": {k: v for k, v in cfg.to_json().items() if k not in ("steps", "epochs", "patience", "eval_every")}
+    }
+
+    start_step, best_metric, best_step, bad_evals, history = 0, -math.inf, 0, 0, []
+    if resume:
+        meta = ckpt.verify_checkpoint(latest_dir)
+        if meta.get("identity_key") != json.loads(json.dumps(identity_key)):
+            raise ValueError(
+                f"cannot resume from {latest_dir}: it was trained with another configuration "
+                "(model or optimisation settings differ); start a new run directory or pass the same config"
+            )
+        target = {"model": ckpt.model_state(model), "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))}
+        restored, meta = ckpt.load_checkpoint(latest_dir, target)
+        ckpt.restore_model(model, restored["model"])
+        opt_state = nnx.state(optimizer, nnx.optimizer.OptState)
+        nnx.replace_by_pure_dict(opt_state, jax.tree.map(jnp.asarray, restored["opt"]))
+        nnx.update(optimizer, opt_state)
+        start_step = int(meta["step"])
+        best_metric, best_step, bad_evals = float(meta["best_metric"]), int(meta["best_step"]), int(meta["bad_evals"])
+        if metrics_path.exists():
+            history = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+            history = [h for h in history if h["step"] <= start_step]
+    elif metrics_path.exists():
+        metrics_path.unlink()
+
+    graphdef, state = nnx.split((model, optimizer))
+
+    @jax.jit
+    def train_step(state: Any, *batch: Any):
+        m, opt = nnx.merge(graphdef, state)
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(m, *batch)
+        grad_norm = optax.global_norm(grads)
+        opt.update(m, grads)
+        return nnx.state((m, opt)), loss, aux, grad_norm
+
+    def save(directory: Path, step: int) -> None:
+        nnx.update((model, optimizer), state)
+        ckpt.save_checkpoint(
+            directory,
+            {"model": ckpt.model_state(model), "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))},
+            {"step": step, "best_metric": best_metric if math.isfinite(best_metric) else -1e30, "best_step": best_step,
+             "bad_evals": bad_evals, "metric_name": metric_name, "identity_key": identity_key, "identity": identity},
+        )
+
+    batches = _batches(num_examples, cfg.batch_size, cfg.seed, start_step)
+    stopped_early = False
+    step = start_step
+    losses_window: list[float] = []
+    t0 = time.perf_counter()
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*cols, disable=not progress, transient=False) as bar, open(metrics_path, "a") as log:
+        task = bar.add_task(f"train {identity['kind']}", total=total, completed=start_step, info="")
+        while step < total:
+            batch = get_batch(next(batches))
+            state, loss, aux, gnorm = train_step(state, *batch)
+            step += 1
+            losses_window.append(float(loss))
+            if not math.isfinite(losses_window[-1]):
+                raise ValueError(f"training diverged at step {step}: loss is {losses_window[-1]}; lower the learning rate")
+            do_eval = step % cfg.eval_every == 0 or step == total
+            if do_eval:
+                rec: dict[str, Any] = {"step": step, "loss": float(np.mean(losses_window)), "grad_norm": float(gnorm),
+                                       "elapsed_s": round(time.perf_counter() - t0, 2)}
+                if loss_names:
+                    rec["loss_per_action"] = dict(zip(loss_names, np.asarray(aux).round(5).tolist(), strict=True))
+                losses_window = []
+                if evaluate is not None:
+                    nnx.update((model, optimizer), state)
+                    metrics = evaluate(model)
+                    rec["val"] = metrics
+                    value = metrics.get(metric_name, float("nan"))
+                    if math.isfinite(value) and value > best_metric:
+                        best_metric, best_step, bad_evals = value, step, 0
+                        save(best_dir, step)
+                    else:
+                        bad_evals += 1
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                history.append(rec)
+                save(latest_dir, step)
+                val_txt = f" val {metric_name} {rec['val'].get(metric_name, float('nan')):.4f}" if "val" in rec else ""
+                bar.update(task, info=f"loss {rec['loss']:.4f}{val_txt}")
+                if evaluate is not None and cfg.patience and bad_evals >= cfg.patience:
+                    stopped_early = True
+                    bar.update(task, completed=step)
+                    break
+            elif step % 10 == 0:
+                bar.update(task, info=f"loss {np.mean(losses_window):.4f}")
+            bar.update(task, completed=step)
+
+    nnx.update((model, optimizer), state)
+    if evaluate is not None and best_dir.exists():
+        restored, _ = ckpt.load_checkpoint(best_dir, {"model": ckpt.model_state(model),
+                                                      "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))})
+        ckpt.restore_model(model, restored["model"])
+    try:
+        from phoenix_recsys.train.plots import plot_training_curves
+
+        plot_training_curves(history, run_dir / "training_curves.png", metric_name)
+    except ImportError:
+        pass
+    return TrainResult(run_dir, step, best_step, best_metric, metric_name, history, stopped_early)

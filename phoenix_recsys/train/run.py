@@ -1,0 +1,168 @@
+"""End-to-end training jobs: dataset -> examples -> train -> bundle (what `phoenix-recsys train` runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from phoenix_recsys.actions import ActionVocabulary
+from phoenix_recsys.data.examples import (
+    build_ranking_examples,
+    build_retrieval_examples,
+    leave_one_out,
+    post_corpus,
+    split_by_time,
+)
+from phoenix_recsys.data.schema import Dataset, load_dataset
+from phoenix_recsys.hashing import HashConfig
+from phoenix_recsys.model.config import PhoenixModelConfig, TransformerConfig
+from phoenix_recsys.train.bundle import save_model
+from phoenix_recsys.train.loop import TrainConfig, TrainResult, train_ranker, train_retrieval
+
+
+def default_model_config(actions: ActionVocabulary, **overrides: Any) -> PhoenixModelConfig:
+    """A CPU-friendly default: D=64, 2 layers, 4 query / 2 kv heads, S=32, C=16, fp32.
+
+    Tables of 50k user / 100k item / 20k author buckets; collisions are rare at the dataset sizes this
+    trains on in minutes, and the config can grow with `--config`.
+    """
+    base: dict[str, Any] = dict(
+        model=TransformerConfig(emb_size=64, key_size=16, num_layers=2, num_q_heads=4, num_kv_heads=2),
+        emb_size=64,
+        actions=actions,
+        history_seq_len=32,
+        candidate_seq_len=16,
+        hash_config=HashConfig(user_vocab_size=50_021, item_vocab_size=100_003, author_vocab_size=20_011),
+        fprop_dtype="float32",
+        embedding_init_std=0.05,
+    )
+    base.update(overrides)
+    return PhoenixModelConfig(**base)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """Model and training settings of one job, as read from `--config FILE` (JSON).
+
+    File format: `{"model": {...PhoenixModelConfig fields...}, "train": {...TrainConfig fields...},
+    "ranker": {...TrainConfig overrides for the ranker...}, "retrieval": {...}}`; every key optional.
+    """
+
+    model: dict[str, Any]
+    train: dict[str, Any]
+    ranker: dict[str, Any]
+    retrieval: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None) -> JobConfig:
+        if path is None:
+            return cls({}, {}, {}, {})
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+        unknown = sorted(set(data) - {"model", "train", "ranker", "retrieval"})
+        if unknown:
+            raise ValueError(f"config file {path}: unknown sections {unknown} (allowed: model, train, ranker, retrieval)")
+        return cls(data.get("model", {}), data.get("train", {}), data.get("ranker", {}), data.get("retrieval", {}))
+
+    def model_config(self, actions: ActionVocabulary) -> PhoenixModelConfig:
+        m = dict(self.model)
+        if "model" in m and isinstance(m["model"], dict):
+            m["model"] = TransformerConfig(**m["model"])
+        if "hash_config" in m and isinstance(m["hash_config"], dict):
+            m["hash_config"] = HashConfig(**m["hash_config"])
+        if "actions" in m:
+            raise ValueError("the action vocabulary comes from the dataset's manifest; remove model.actions")
+        if "emb_size" not in m and "model" in m:
+            m["emb_size"] = m["model"].emb_size
+        return default_model_config(actions, **m)
+
+    def train_config(self, kind: str, **overrides: Any) -> TrainConfig:
+        fields = {**self.train, **getattr(self, kind)}
+        fields.update({k: v for k, v in overrides.items() if v is not None})
+        if fields.get("steps") is None and fields.get("epochs") is None:
+            fields["steps"] = TrainConfig().steps
+        if "epochs" in overrides and overrides["epochs"] is not None:
+            fields["steps"] = None
+        return TrainConfig.from_json(fields)
+
+
+def default_positive_actions(actions: ActionVocabulary) -> tuple[str, ...]:
+    """Retrieval positives when none are configured: favorite, else like, else click, else the first action."""
+    for name in ("favorite", "like", "click"):
+        if name in actions:
+            return (name,)
+    return (actions.names[0],)
+
+
+def make_protocol(ds: Dataset, protocol: str):
+    """`time` (global 80/10/10 time split) or `loo` (leave-one-out per user)."""
+    if protocol == "time":
+        return split_by_time(ds, 0.1, 0.1)
+    if protocol == "loo":
+        return leave_one_out()
+    raise ValueError(f"protocol must be 'time' or 'loo', got {protocol!r}")
+
+
+def train_job(
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    kinds: Sequence[str],
+    *,
+    config: JobConfig | None = None,
+    steps: int | None = None,
+    epochs: float | None = None,
+    resume: bool = False,
+    protocol: str = "time",
+    progress: bool = True,
+) -> dict[str, TrainResult]:
+    """Train the requested models on a dataset directory and write them into the bundle `out_dir`."""
+    config = config or JobConfig({}, {}, {}, {})
+    ds = load_dataset(data_dir)
+    model_cfg = config.model_config(ds.actions)
+    proto = make_protocol(ds, protocol)
+    hc = model_cfg.hash_config
+    dataset_info = {"name": ds.name, "content_hash": ds.manifest.get("content_hash"), "path": str(Path(data_dir)),
+                    "protocol": proto.describe()}
+    results: dict[str, TrainResult] = {}
+    out = Path(out_dir)
+    for kind in kinds:
+        tcfg = config.train_config(kind, steps=steps, epochs=epochs)
+        run_dir = out / kind
+        if kind == "ranker":
+            tr = build_ranking_examples(ds, hc, history_len=model_cfg.history_seq_len,
+                                        max_candidates=model_cfg.candidate_seq_len, split="train", protocol=proto,
+                                        progress=progress)
+            va = build_ranking_examples(ds, hc, history_len=model_cfg.history_seq_len,
+                                        max_candidates=model_cfg.candidate_seq_len, split="val", protocol=proto,
+                                        progress=progress)
+            model, res = train_ranker(model_cfg, tcfg, tr, va, run_dir, resume=resume, progress=progress)
+        elif kind == "retrieval":
+            if "positive_actions" not in {**config.train, **config.retrieval}:
+                tcfg = dataclasses.replace(tcfg, positive_actions=default_positive_actions(ds.actions))
+            for a in tcfg.positive_actions:
+                if a not in ds.actions:
+                    raise ValueError(
+                        f"retrieval positive action {a!r} is not in dataset {ds.name!r} ({list(ds.actions.names)}); "
+                        'set "retrieval": {"positive_actions": [...]} in --config'
+                    )
+            tr = build_retrieval_examples(ds, hc, history_len=model_cfg.history_seq_len, split="train",
+                                          protocol=proto, positive_actions=tcfg.positive_actions, progress=progress)
+            va = build_retrieval_examples(ds, hc, history_len=model_cfg.history_seq_len, split="val",
+                                          protocol=proto, positive_actions=tcfg.positive_actions, progress=progress)
+            model, res = train_retrieval(model_cfg, tcfg, tr, va, post_corpus(ds, hc), run_dir, resume=resume,
+                                         progress=progress)
+        else:
+            raise ValueError(f"unknown model kind {kind!r}; use ranker, retrieval or all")
+        save_model(out, kind, model, dataset=dataset_info, train_config=tcfg.to_json(),
+                   result={"steps": res.steps, "best_step": res.best_step, "best_metric": res.best_metric,
+                           "metric": res.metric_name, "stopped_early": res.stopped_early})
+        results[kind] = res
+    return results
