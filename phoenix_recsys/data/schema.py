@@ -95,10 +95,12 @@ class Dataset:
 
     @property
     def name(self) -> str:
+        """The manifest's name (default: the directory name)."""
         return str(self.manifest.get("name", self.path.name))
 
     @property
     def num_events(self) -> int:
+        """Rows of events.parquet."""
         return self.events.num_rows
 
     @property
@@ -253,7 +255,12 @@ def _as_table(data: pa.Table | Mapping[str, Any], what: str) -> pa.Table:
         return data
     if isinstance(data, Mapping):
         try:
-            return pa.table({k: (v if isinstance(v, pa.Array | pa.ChunkedArray) else np.asarray(v)) for k, v in data.items()})
+            return pa.table(
+                {
+                    k: (v if isinstance(v, pa.Array | pa.ChunkedArray) else np.asarray(v))
+                    for k, v in data.items()
+                }
+            )
         except (pa.ArrowInvalid, ValueError) as e:
             raise ValueError(f"{what}: cannot build a table from the given columns: {e}") from None
     raise ValueError(f"{what} must be a pyarrow Table or a mapping of columns, got {type(data).__name__}")
@@ -267,16 +274,22 @@ def _cast(table: pa.Table, col: str, typ: pa.DataType, file: str) -> pa.Array | 
         vals = arr.to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(np.isfinite(vals) & (vals != np.round(vals)) | ~np.isfinite(vals))
         if bad.size:
-            raise ValueError(f"{file}: column {col!r} must hold integers, got {vals[bad[0]]!r} at row {bad[0]}")
+            raise ValueError(
+                f"{file}: column {col!r} must hold integers, got {vals[bad[0]]!r} at row {bad[0]}"
+            )
     if pa.types.is_integer(arr.type) and pa.types.is_boolean(typ):
         vals = arr.to_numpy(zero_copy_only=False)
         bad = np.flatnonzero((vals != 0) & (vals != 1))
         if bad.size:
-            raise ValueError(f"{file}: column {col!r} must be 0/1 (binary action), got {vals[bad[0]]!r} at row {bad[0]}")
+            raise ValueError(
+                f"{file}: column {col!r} must be 0/1 (binary action), got {vals[bad[0]]!r} at row {bad[0]}"
+            )
     try:
         return pc.cast(arr, typ, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise ValueError(f"{file}: column {col!r} cannot be converted from {arr.type} to {typ}: {e}") from None
+        raise ValueError(
+            f"{file}: column {col!r} cannot be converted from {arr.type} to {typ}: {e}"
+        ) from None
 
 
 def _normalise(
@@ -400,7 +413,9 @@ def load_dataset(directory: str | os.PathLike[str], *, verify_hash: bool = True)
     return Dataset(path=path, events=events, posts=posts, follows=follows, actions=actions, manifest=manifest)
 
 
-def _check_columns(table: pa.Table, required: Mapping[str, pa.DataType], optional: Mapping[str, pa.DataType], file: str) -> None:
+def _check_columns(
+    table: pa.Table, required: Mapping[str, pa.DataType], optional: Mapping[str, pa.DataType], file: str
+) -> None:
     for col, typ in {**required, **{k: v for k, v in optional.items() if k in table.column_names}}.items():
         if col not in table.column_names:
             raise ValueError(f"{file}: missing required column {col!r} (has {table.column_names})")
@@ -414,7 +429,9 @@ def _check_columns(table: pa.Table, required: Mapping[str, pa.DataType], optiona
             vals = arr.to_numpy()
             bad = np.flatnonzero(vals < 0)
             if bad.size:
-                raise ValueError(f"{file}: column {col!r} has negative value {int(vals[bad[0]])} at row {int(bad[0])}")
+                raise ValueError(
+                    f"{file}: column {col!r} has negative value {int(vals[bad[0]])} at row {int(bad[0])}"
+                )
 
 
 def _validate_tables(
@@ -440,7 +457,9 @@ def _validate_tables(
         arr = events.column(a.name)
         want = action_column_type(a.kind)
         if arr.type != want:
-            raise ValueError(f"{ef}: action column {a.name!r} ({a.kind.value}) has type {arr.type}, expected {want}")
+            raise ValueError(
+                f"{ef}: action column {a.name!r} ({a.kind.value}) has type {arr.type}, expected {want}"
+            )
         if arr.null_count:
             row = int(np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))[0])
             raise ValueError(f"{ef}: action column {a.name!r} has a null value at row {row}")
@@ -465,7 +484,9 @@ def _validate_tables(
                 )
     stray = [c for c in events.column_names if c.startswith("p_") and c[2:] not in actions]
     if stray:
-        raise ValueError(f"{ef}: probability columns {stray} name no action of the vocabulary {list(actions.names)}")
+        raise ValueError(
+            f"{ef}: probability columns {stray} name no action of the vocabulary {list(actions.names)}"
+        )
 
     # Sorted by (user_id, timestamp): downstream code relies on each user's events forming one block
     # in time order, ties in source order.
@@ -489,11 +510,17 @@ def _validate_tables(
         if bad.size:
             r = int(bad[0]) + 1
             what = "duplicate" if d[bad[0]] == 0 else "unsorted"
-            raise ValueError(f"{pf}: column 'post_id' must be unique and ascending; {what} post_id {int(pids[r])} at row {r}")
+            raise ValueError(
+                f"{pf}: column 'post_id' must be unique and ascending; {what} post_id {int(pids[r])} at row {r}"
+            )
     ev_posts = events.column("post_id").to_numpy()
     idx = np.searchsorted(pids, ev_posts)
     idx_c = np.minimum(idx, max(len(pids) - 1, 0))
-    missing = np.flatnonzero((idx >= len(pids)) | (pids[idx_c] != ev_posts)) if len(pids) else np.arange(len(ev_posts))
+    missing = (
+        np.flatnonzero((idx >= len(pids)) | (pids[idx_c] != ev_posts))
+        if len(pids)
+        else np.arange(len(ev_posts))
+    )
     if missing.size:
         r = int(missing[0])
         raise ValueError(
@@ -514,4 +541,6 @@ def _validate_tables(
         vd = posts.column("video_duration").to_numpy()
         bad = np.flatnonzero(~np.isfinite(vd) | (vd < 0))
         if bad.size:
-            raise ValueError(f"{pf}: column 'video_duration' must be finite and >= 0, got {vd[bad[0]]!r} at row {int(bad[0])}")
+            raise ValueError(
+                f"{pf}: column 'video_duration' must be finite and >= 0, got {vd[bad[0]]!r} at row {int(bad[0])}"
+            )
