@@ -33,48 +33,48 @@ def _config(dtype: str) -> PhoenixModelConfig:
     )
 
 
+def _measure(dtype: str, chunk_size: int) -> dict:
+    cfg = _config(dtype)
+    model = PhoenixModel(cfg, rngs=nnx.Rngs(0))
+    batch = random_batch(cfg, 1, C, seed=0, min_history=S)
+    graphdef, state = nnx.split(model)
+    full = jax.jit(lambda st, b: nnx.merge(graphdef, st)(b).logits)
+    slices = [
+        batch.with_candidates(
+            batch.candidate_post_hashes[:, i : i + SLICE],
+            batch.candidate_author_hashes[:, i : i + SLICE],
+            batch.candidate_product_surface[:, i : i + SLICE],
+        )
+        for i in range(0, C, SLICE)
+    ]
+
+    def reference_style() -> None:
+        jax.block_until_ready([full(state, sl) for sl in slices])
+
+    cached = CachedRanker(model, chunk_size=chunk_size)
+
+    def cached_scoring() -> None:
+        cached.score_cached(cached.encode(batch), batch)
+
+    # Same numbers on both paths (right-anchored positions make the slot irrelevant).
+    ref = np.concatenate([np.asarray(full(state, sl), np.float32) for sl in slices], axis=1)
+    got = cached.score_cached(cached.encode(batch), batch).logits
+    ta = time_call(reference_style)
+    tb = time_call(cached_scoring)
+    return {
+        "dtype": dtype,
+        "reference_full_forward_cands_per_s": C / ta["median_s"],
+        "cached_context_cands_per_s": C / tb["median_s"],
+        "speedup": ta["median_s"] / tb["median_s"],
+        "reference_ms_per_request": ta["median_s"] * 1e3,
+        "cached_ms_per_request": tb["median_s"] * 1e3,
+        "max_abs_logit_diff": float(np.abs(ref - got).max()),
+    }
+
+
 def run(chunk_size: int = 1024) -> dict:
     """Measure both paths in fp32 and bf16; returns the result rows."""
-    rows = []
-    for dtype in ("float32", "bfloat16"):
-        cfg = _config(dtype)
-        model = PhoenixModel(cfg, rngs=nnx.Rngs(0))
-        batch = random_batch(cfg, 1, C, seed=0, min_history=S)
-        graphdef, state = nnx.split(model)
-        full = jax.jit(lambda st, b: nnx.merge(graphdef, st)(b).logits)
-        slices = [
-            batch.with_candidates(
-                batch.candidate_post_hashes[:, i : i + SLICE],
-                batch.candidate_author_hashes[:, i : i + SLICE],
-                batch.candidate_product_surface[:, i : i + SLICE],
-            )
-            for i in range(0, C, SLICE)
-        ]
-
-        def reference_style() -> None:
-            outs = [full(state, sl) for sl in slices]
-            jax.block_until_ready(outs)
-
-        cached = CachedRanker(model, chunk_size=chunk_size)
-
-        def cached_scoring() -> None:
-            cached.score_cached(cached.encode(batch), batch)
-
-        # Same numbers on both paths (right-anchored positions make slot irrelevant).
-        ref = np.concatenate([np.asarray(full(state, sl), np.float32) for sl in slices], axis=1)
-        got = cached.score_cached(cached.encode(batch), batch).logits
-        max_diff = float(np.abs(ref - got).max())
-        ta = time_call(reference_style)
-        tb = time_call(cached_scoring)
-        rows.append({
-            "dtype": dtype,
-            "reference_full_forward_cands_per_s": C / ta["median_s"],
-            "cached_context_cands_per_s": C / tb["median_s"],
-            "speedup": ta["median_s"] / tb["median_s"],
-            "reference_ms_per_request": ta["median_s"] * 1e3,
-            "cached_ms_per_request": tb["median_s"] * 1e3,
-            "max_abs_logit_diff": max_diff,
-        })
+    rows = [_measure(dtype, chunk_size) for dtype in ("float32", "bfloat16")]
     return {"settings": {"S": S, "C": C, "D": D, "layers": LAYERS, "slice": SLICE, "chunk_size": chunk_size,
                          "requests": 1}, "rows": rows}
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
-class ActionKind(str, enum.Enum):
+class ActionKind(enum.StrEnum):
     """How an action is observed: a yes/no event or a non-negative quantity."""
 
     BINARY = "binary"

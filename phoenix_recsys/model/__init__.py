@@ -18,7 +18,12 @@ from phoenix_recsys.model.ranker import (
     probabilities_from_logits,
     ranking_output,
 )
-from phoenix_recsys.model.retrieval import PhoenixRetrievalModel, RetrievalOutput, l2_normalize, retrieve_top_k
+from phoenix_recsys.model.retrieval import (
+    PhoenixRetrievalModel,
+    RetrievalOutput,
+    l2_normalize,
+    retrieve_top_k,
+)
 from phoenix_recsys.model.validation import validate_batch
 
 __all__ = [

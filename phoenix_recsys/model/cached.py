@@ -97,9 +97,10 @@ class CachedRanker:
                 _slice_opt(batch.candidate_post_creation_ts, start, stop, k),
             )
             out = self._score(self._state, cache, _candidates_only(chunk), jnp.int32(start))
-            logits.append(np.asarray(out.logits[:, : stop - start], np.float32))
+            # Slice on the host: a device-side slice compiles one program per distinct length.
+            logits.append(np.asarray(out.logits, np.float32)[:, : stop - start])
             if out.continuous_preds is not None:
-                conts.append(np.asarray(out.continuous_preds[:, : stop - start], np.float32))
+                conts.append(np.asarray(out.continuous_preds, np.float32)[:, : stop - start])
         return RecsysModelOutput(
             logits=np.concatenate(logits, axis=1), continuous_preds=np.concatenate(conts, axis=1) if conts else None
         )

@@ -13,14 +13,14 @@ from phoenix_recsys.actions import PHOENIX_ACTIONS, ActionVocabulary
 from phoenix_recsys.hashing import HashConfig
 
 
-class HistoryAttention(str, enum.Enum):
+class HistoryAttention(enum.StrEnum):
     """How user+history positions attend to each other (candidates are isolated either way)."""
 
     BIDIRECTIONAL = "bidirectional"  # the seeds' README and the production system (our default)
     CAUSAL = "causal"  # what the first released code actually does
 
 
-class PositionScheme(str, enum.Enum):
+class PositionScheme(enum.StrEnum):
     """Rotary positions of the sequence `[user | history | candidates]`.
 
     RIGHT_ANCHORED (default): user 0; valid history items numbered so the newest is at S; every
@@ -33,7 +33,7 @@ class PositionScheme(str, enum.Enum):
     PER_SLOT = "per_slot"
 
 
-class DType(str, enum.Enum):
+class DType(enum.StrEnum):
     """Forward-pass (activation) dtype; parameters are always stored in float32."""
 
     FLOAT32 = "float32"

@@ -49,7 +49,7 @@ from phoenix_recsys.train.metrics import binary_action_metrics, nan_to_none
 from phoenix_recsys.train.run import default_positive_actions
 
 SMOOTHING = 20.0  # pseudo-impressions at the global rate for the per-post / per-user baselines
-RETRIEVAL_KS = (10, 50, 100, 1000)
+RETRIEVAL_KS = (10, 50, 100, 200, 1000)
 MAIN_ACTIONS = ("favorite", "reply", "repost", "click", "follow_author")
 
 

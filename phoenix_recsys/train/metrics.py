@@ -74,9 +74,10 @@ def rce(labels: np.ndarray, probs: np.ndarray) -> float:
     y = np.asarray(labels, np.float64).ravel()
     if y.size == 0:
         return float("nan")
-    base = logloss(y, np.full_like(y, y.mean()))
-    if base <= 0:
+    rate = y.mean()
+    if rate <= 0 or rate >= 1:  # one class only: the base rate predicts perfectly, RCE is undefined
         return float("nan")
+    base = logloss(y, np.full_like(y, rate))
     return float(100.0 * (1.0 - logloss(y, probs) / base))
 
 

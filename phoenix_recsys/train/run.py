@@ -129,7 +129,7 @@ def train_job(
     model_cfg = config.model_config(ds.actions)
     proto = make_protocol(ds, protocol)
     hc = model_cfg.hash_config
-    dataset_info = {"name": ds.name, "content_hash": ds.manifest.get("content_hash"), "path": str(Path(data_dir)),
+    dataset_info = {"name": ds.name, "content_hash": ds.manifest.get("content_sha256"), "path": str(Path(data_dir)),
                     "protocol": proto.describe()}
     results: dict[str, TrainResult] = {}
     out = Path(out_dir)
