@@ -32,6 +32,8 @@ class RecsysBatch(NamedTuple):
       candidate_impr_ts: optional `[B, C]` impression time, seconds.
       candidate_post_creation_ts: optional `[B, C]` post creation time, seconds.
       user_ip_hashes: optional `[B, n_ip]` int32.
+      candidate_in_network: optional `[B, C]` int32, 1 when the user follows the candidate's author
+        (read only by models configured with `in_network_feature`).
     """
 
     user_hashes: np.ndarray
@@ -46,6 +48,7 @@ class RecsysBatch(NamedTuple):
     candidate_impr_ts: np.ndarray | None = None
     candidate_post_creation_ts: np.ndarray | None = None
     user_ip_hashes: np.ndarray | None = None
+    candidate_in_network: np.ndarray | None = None
 
     @property
     def batch_size(self) -> int:
@@ -66,6 +69,7 @@ class RecsysBatch(NamedTuple):
         product_surface: np.ndarray,
         impr_ts: np.ndarray | None = None,
         post_creation_ts: np.ndarray | None = None,
+        in_network: np.ndarray | None = None,
     ) -> RecsysBatch:
         """The same users and histories with another candidate block (`[B, C', ...]`)."""
         return self._replace(
@@ -74,4 +78,5 @@ class RecsysBatch(NamedTuple):
             candidate_product_surface=product_surface,
             candidate_impr_ts=impr_ts,
             candidate_post_creation_ts=post_creation_ts,
+            candidate_in_network=in_network,
         )

@@ -163,6 +163,11 @@ def post_corpus(dataset: Dataset, hash_config: HashConfig) -> PostCorpus:
     return PostCorpus(pids, hash_config.hash_items(pids), _hash_by_unique(authors, hash_config.hash_authors))
 
 
+def _pair_key(users: np.ndarray, authors: np.ndarray) -> np.ndarray:
+    """One int64 per (user, author) pair for membership tests (ids below 2**31 stay collision-free)."""
+    return users.astype(np.int64) * np.int64(2**31) + authors.astype(np.int64)
+
+
 def _hash_by_unique(ids: np.ndarray, fn) -> np.ndarray:
     uniq, inv = np.unique(ids, return_inverse=True)
     return fn(uniq)[inv.reshape(-1)]
@@ -194,6 +199,10 @@ class _Context:
         # First row of the (user, timestamp) run: history must end before it (strictly earlier time).
         self.run_start = np.maximum.accumulate(np.where(new_run, idx, 0)) if e else idx
         self.user_hashes_fn = hc.hash_users
+        self.post_author = dataset.column("author_id", "posts")
+        self.follow_keys = np.zeros(0, np.int64)
+        if dataset.follows is not None and dataset.follows.num_rows:
+            self.follow_keys = np.unique(_pair_key(dataset.column("user_id", "follows"), dataset.column("author_id", "follows")))
 
     def history(self, cut_rows: np.ndarray, s: int) -> np.ndarray:
         """`[N, S]` event rows of the last S engaged events before `ts[cut_rows]` (-1 padded, front packed)."""
@@ -228,6 +237,11 @@ class _Context:
         out["candidate_product_surface"][sl] = np.where(valid, self.surface[r], 0)
         out["candidate_impr_ts"][sl] = np.where(valid, self.ts[r], 0)
         out["candidate_post_creation_ts"][sl] = np.where(valid, self.created[pidx], 0)
+        # Follows are a static graph in our format: "follows the author" is known at impression time.
+        keys = _pair_key(self.users[r], self.post_author[pidx])
+        pos = np.clip(np.searchsorted(self.follow_keys, keys), 0, max(self.follow_keys.size - 1, 0))
+        hit = (self.follow_keys[pos] == keys) if self.follow_keys.size else np.zeros(keys.shape, bool)
+        out["candidate_in_network"][sl] = (valid & hit).astype(np.int32)
 
     def split_rows(self, split: str, protocol: SplitProtocol | None) -> tuple[np.ndarray, str]:
         """Event rows of `split` (file order) and the protocol description."""
@@ -254,6 +268,7 @@ def _alloc(n: int, s: int, c: int, hc: HashConfig, a: int) -> dict[str, np.ndarr
         "candidate_product_surface": np.zeros((n, c), np.int32),
         "candidate_impr_ts": np.zeros((n, c), np.int64),
         "candidate_post_creation_ts": np.zeros((n, c), np.int64),
+        "candidate_in_network": np.zeros((n, c), np.int32),
     }
 
 

@@ -95,6 +95,7 @@ class CachedRanker:
                 _pad_axis1(np.asarray(batch.candidate_product_surface)[:, start:stop], k),
                 _slice_opt(batch.candidate_impr_ts, start, stop, k),
                 _slice_opt(batch.candidate_post_creation_ts, start, stop, k),
+                _slice_opt(batch.candidate_in_network, start, stop, k),
             )
             out = self._score(self._state, cache, _candidates_only(chunk), jnp.int32(start))
             # Slice on the host: a device-side slice compiles one program per distinct length.
@@ -139,4 +140,5 @@ def _candidates_only(batch: RecsysBatch) -> RecsysBatch:
         candidate_product_surface=batch.candidate_product_surface,
         candidate_impr_ts=batch.candidate_impr_ts,
         candidate_post_creation_ts=batch.candidate_post_creation_ts,
+        candidate_in_network=batch.candidate_in_network,
     )

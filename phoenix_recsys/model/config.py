@@ -131,6 +131,8 @@ class PhoenixModelConfig:
       continuous_head_size: the May release's extra sigmoid head `[D, n]` (0 = off).
       num_ip_hashes: IP-hash user embeddings added to the user token (0 = off).
       candidate_tower_linear_proj: the retrieval candidate tower's MLP (False = mean of hash embeddings).
+      in_network_feature: the candidate token also carries whether the viewer follows its author (a
+        learned 2-row table); not in the release, whose ranker cannot tell in- from out-of-network.
     """
 
     model: TransformerConfig = dataclasses.field(default_factory=TransformerConfig)
@@ -154,6 +156,7 @@ class PhoenixModelConfig:
     continuous_head_size: int = 0
     num_ip_hashes: int = 0
     candidate_tower_linear_proj: bool = True
+    in_network_feature: bool = False
 
     def __post_init__(self) -> None:
         # Accept plain strings for the enums (configs come from JSON and CLI flags).

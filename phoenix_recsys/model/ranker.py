@@ -61,7 +61,7 @@ class PhoenixModel(PhoenixBase):
         super().__init__(cfg, rngs=rngs)
         d, hc = cfg.emb_size, cfg.hash_config
         item_author = (hc.num_item_hashes + hc.num_author_hashes) * d
-        cand_extra = 2 * d if cfg.post_age_buckets else d
+        cand_extra = d * (1 + int(cfg.post_age_buckets) + int(cfg.in_network_feature))
         self.proj_mat_2 = _param(rngs, (item_author + cand_extra, d))
         self.unembeddings = _param(rngs, (d, cfg.num_actions))
         self.rms_norm = RMSNorm(d)
@@ -70,6 +70,8 @@ class PhoenixModel(PhoenixBase):
             self.post_age_embedding_table = _param(rngs, (cfg.num_post_age_buckets(), d), std=1.0 / d**0.5)
         if cfg.continuous_head_size:
             self.continuous_unembeddings = _param(rngs, (d, cfg.continuous_head_size))
+        if cfg.in_network_feature:
+            self.in_network_embedding_table = _param(rngs, (2, d), std=1.0 / d**0.5)
 
     # -- inputs -------------------------------------------------------------------------------
     def _post_age(self, batch: RecsysBatch) -> jax.Array:
@@ -87,6 +89,12 @@ class PhoenixModel(PhoenixBase):
         table = self.post_age_embedding_table[...]
         return (jax.nn.one_hot(bucket, table.shape[0], dtype=jnp.float32) @ table).astype(self.fp)
 
+    def _in_network(self, batch: RecsysBatch) -> jax.Array:
+        b, c = batch.candidate_post_hashes.shape[:2]
+        flag = jnp.zeros((b, c), jnp.int32) if batch.candidate_in_network is None else (
+            jnp.asarray(batch.candidate_in_network).astype(jnp.int32))
+        return jnp.take(self.in_network_embedding_table[...], jnp.clip(flag, 0, 1), axis=0).astype(self.fp)
+
     def candidate_tokens(self, batch: RecsysBatch, emb: RecsysEmbeddings) -> tuple[jax.Array, jax.Array]:
         """Candidate tokens `[B, C, D]` and mask `[B, C]` (from the first post hash)."""
         pe, ae = emb.candidate_post_embeddings, emb.candidate_author_embeddings
@@ -94,6 +102,8 @@ class PhoenixModel(PhoenixBase):
         parts = [pe.reshape(b, c, -1), ae.reshape(b, c, -1), self._surface(jnp.asarray(batch.candidate_product_surface))]
         if self.config.post_age_buckets:
             parts.append(self._post_age(batch))
+        if self.config.in_network_feature:
+            parts.append(self._in_network(batch))
         x = jnp.concatenate(parts, axis=-1)
         x = (x.astype(jnp.float32) @ self.proj_mat_2[...]).astype(x.dtype)
         return x, jnp.asarray(batch.candidate_post_hashes)[:, :, 0] != 0

@@ -98,7 +98,7 @@ def validate_batch(
     _expect("candidate_product_surface", batch.candidate_product_surface, (b, c))
     if batch.history_continuous_actions is not None:
         _expect("history_continuous_actions", batch.history_continuous_actions, (b, s, cfg.num_history_continuous))
-    for f in ("candidate_impr_ts", "candidate_post_creation_ts"):
+    for f in ("candidate_impr_ts", "candidate_post_creation_ts", "candidate_in_network"):
         if getattr(batch, f) is not None:
             _expect(f, getattr(batch, f), (b, c))
     if cfg.num_ip_hashes and batch.user_ip_hashes is not None:

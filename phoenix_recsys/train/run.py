@@ -25,7 +25,8 @@ from phoenix_recsys.train.loop import TrainConfig, TrainResult, train_ranker, tr
 
 
 def default_model_config(actions: ActionVocabulary, **overrides: Any) -> PhoenixModelConfig:
-    """A CPU-friendly default: D=64, 2 layers, 4 query / 2 kv heads, S=32, C=16, fp32.
+    """A CPU-friendly default: D=64, 2 layers, 4 query / 2 kv heads, S=32, C=16, fp32, with the
+    in-network candidate feature (whether the viewer follows the author).
 
     Tables of 50k user / 100k item / 20k author buckets; collisions are rare at the dataset sizes this
     trains on in minutes, and the config can grow with `--config`.
@@ -39,6 +40,7 @@ def default_model_config(actions: ActionVocabulary, **overrides: Any) -> Phoenix
         hash_config=HashConfig(user_vocab_size=50_021, item_vocab_size=100_003, author_vocab_size=20_011),
         fprop_dtype="float32",
         embedding_init_std=0.05,
+        in_network_feature=True,
     )
     base.update(overrides)
     return PhoenixModelConfig(**base)

@@ -1,0 +1,57 @@
+"""`phoenix-recsys bench NAME`: quality benchmarks (train + evaluate with a stated protocol)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from phoenix_recsys.cli._common import JsonFlag, console, domain_errors, print_json
+
+bench_app = typer.Typer(
+    help=(
+        "Quality benchmarks: import or synthesise the data, train, evaluate on the held-out split, and print "
+        "the headline numbers beside baselines (and the oracle on synthetic data). Real datasets are read from "
+        "../shared/data (or $PHOENIX_SHARED_DATA); nothing is downloaded.\n\n"
+        "  phoenix-recsys bench run synthetic\n\n  phoenix-recsys bench run ml1m --steps 8000"
+    ),
+    no_args_is_help=True,
+)
+
+
+@bench_app.command("list")
+def list_cmd() -> None:
+    """The benchmarks and their protocols."""
+    from phoenix_recsys.train.quality import jobs
+
+    for name, job in jobs().items():
+        console.print(f"[bold]{name}[/]: {job.description} (models: {', '.join(job.kinds)}, {job.steps} steps)")
+
+
+@bench_app.command("run")
+@domain_errors
+def run_cmd(
+    name: Annotated[str, typer.Argument(help="Benchmark name (see `bench list`).")],
+    work: Annotated[Path | None, typer.Option("--work", help="Work directory (default ./runs/bench-NAME).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Override the training steps.")] = None,
+    results: Annotated[Path | None, typer.Option("--results", help="Also write the summary JSON here.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run one quality benchmark end to end and print its summary."""
+    from phoenix_recsys.cli.train import print_report
+    from phoenix_recsys.train.quality import jobs, run_job
+
+    all_jobs = jobs()
+    if name not in all_jobs:
+        raise ValueError(f"unknown benchmark {name!r}; known: {sorted(all_jobs)}")
+    summary = run_job(all_jobs[name], work or Path("runs") / f"bench-{name}", steps=steps, progress=not as_json)
+    if results is not None:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(summary, indent=2) + "\n")
+    if as_json:
+        print_json(summary["summary"])
+        return
+    print_report(summary["report"])
+    console.print(f"{name}: {summary['seconds']} s ({summary['train_seconds']} s data + training)")

@@ -1,0 +1,146 @@
+"""Quality benchmarks: train on a dataset and evaluate with the protocol stated next to every number.
+
+Each job imports (or synthesises) its data into a work directory, trains a bundle, evaluates it and
+returns a JSON-ready summary. Real datasets are read from where the user keeps them (by default
+`../shared/data/...` relative to the repository); nothing is downloaded and nothing is copied into
+the repository.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from phoenix_recsys.data.schema import Dataset, load_dataset
+from phoenix_recsys.train.bundle import load_bundle
+from phoenix_recsys.train.evaluate import evaluate_bundle, write_report
+from phoenix_recsys.train.run import JobConfig, make_protocol, train_job
+
+SHARED_DATA = Path(os.environ.get("PHOENIX_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+MAIN_ACTIONS = ("favorite", "reply", "repost", "click", "follow_author")
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityJob:
+    """One benchmark: how to get the data, how to train, how to evaluate."""
+
+    name: str
+    description: str
+    make_data: Callable[[Path], Dataset]
+    kinds: tuple[str, ...]
+    config: dict[str, Any]
+    steps: int
+    protocol: str = "time"
+    max_eval_examples: int | None = None
+
+
+def _synth(users: int, posts: int, impressions: float, seed: int = 0) -> Callable[[Path], Dataset]:
+    def make(out: Path) -> Dataset:
+        from phoenix_recsys.data.synth import SynthConfig, synthesize
+
+        return synthesize(out, SynthConfig(num_users=users, num_posts=posts, impressions_per_user=impressions, seed=seed))
+
+    return make
+
+
+def _imported(fmt: str, rel: str, **kw: Any) -> Callable[[Path], Dataset]:
+    def make(out: Path) -> Dataset:
+        from phoenix_recsys.data.importers import import_dataset
+
+        src = SHARED_DATA / rel
+        if not src.exists():
+            raise ValueError(f"{src} not found: set PHOENIX_SHARED_DATA to the folder holding the public datasets")
+        import_dataset(fmt, src, out, **kw)
+        return load_dataset(out)
+
+    return make
+
+
+def _kuairand_file() -> str:
+    d = SHARED_DATA / "kuairand-1k"
+    files = sorted(p.name for p in d.glob("*.csv*")) if d.exists() else []
+    return f"kuairand-1k/{files[0]}" if files else "kuairand-1k/missing.csv"
+
+
+def jobs() -> dict[str, QualityJob]:
+    """The benchmarks `phoenix-recsys bench` knows."""
+    small = {"train": {"eval_every": 200, "batch_size": 64, "learning_rate": 3e-3}}
+    return {
+        "synthetic": QualityJob(
+            "synthetic", "synthetic world, 1,500 users x 1,000 posts x ~200 impressions (seed 0); global 80/10/10 "
+            "time split", _synth(1500, 1000, 200.0), ("ranker", "retrieval"),
+            {"train": {"eval_every": 250, "batch_size": 64, "learning_rate": 3e-3}}, 1500),
+        "movielens-small": QualityJob(
+            "movielens-small", "ml-latest-small ratings (every rating a click, >= 4 a favorite); leave-last-out by time; "
+            "retrieval over the full corpus, seen movies excluded",
+            _imported("movielens", "ml-latest-small/ratings.csv"), ("retrieval",),
+            {"train": {"eval_every": 200, "batch_size": 128, "learning_rate": 3e-3},
+             "retrieval": {"positive_actions": ["click"]}, "model": {"history_seq_len": 50}}, 1500, protocol="loo"),
+        "ml1m": QualityJob(
+            "ml1m", "MovieLens-1M, first 2,998 users; every rating an interaction; leave-one-out; full-corpus ranking "
+            "excluding seen items", _imported("movielens", "ml-1m-part/ratings.dat.gz"), ("retrieval",),
+            {"train": {"eval_every": 500, "batch_size": 256, "learning_rate": 2e-3},
+             "retrieval": {"positive_actions": ["click"]}, "model": {"history_seq_len": 100}}, 4000, protocol="loo"),
+        "kuairand": QualityJob(
+            "kuairand", "KuaiRand-1K random-exposure slice (27 users); global 80/10/10 time split",
+            _imported("kuairand", _kuairand_file()), ("ranker",), small, 300),
+        "taobao": QualityJob(
+            "taobao", "Taobao UserBehavior prefix; a pv is an impression, cart/fav/buy its actions; 80/10/10 time split",
+            _imported("taobao", "taobao-userbehavior-part/UserBehavior-part.csv.gz"), ("ranker",), small, 600),
+    }
+
+
+def run_job(job: QualityJob, work_dir: str | os.PathLike[str], *, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run one benchmark end to end; returns the summary (also written to `work_dir/summary.json`)."""
+    work = Path(work_dir)
+    data_dir, bundle_dir = work / "data", work / "bundle"
+    t0 = time.perf_counter()
+    ds = job.make_data(data_dir)
+    cfg = JobConfig(job.config.get("model", {}), job.config.get("train", {}), job.config.get("ranker", {}),
+                    job.config.get("retrieval", {}))
+    train_job(data_dir, bundle_dir, list(job.kinds), config=cfg, steps=steps or job.steps, protocol=job.protocol,
+              progress=progress)
+    t_train = time.perf_counter() - t0
+    bundle = load_bundle(bundle_dir)
+    report, raw = evaluate_bundle(bundle, ds, split="test", protocol=make_protocol(ds, job.protocol),
+                                  max_examples=job.max_eval_examples)
+    write_report(report, raw, bundle_dir)
+    summary = {"job": job.name, "description": job.description, "steps": steps or job.steps,
+               "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(t_train, 1),
+               "protocol": report["protocol"], "summary": summarize(report), "report": report}
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers: per main action AUROC of model/baselines/oracle and the ratio
+    (AUROC - 0.5) / (oracle AUROC - 0.5); retrieval HR/NDCG@10 and Recall@100 vs popularity/oracle."""
+    out: dict[str, Any] = {}
+    rk = report["model"].get("ranker")
+    if rk:
+        acts = [a for a in MAIN_ACTIONS if a in rk] or list(rk)[:6]
+        rows = {}
+        for a in acts:
+            row = {"model": rk[a]["auroc"], "positives": rk[a]["positives"]}
+            for name, sec in report.get("baselines", {}).items():
+                row[name] = sec.get("ranker", {}).get(a, {}).get("auroc")
+            if "oracle" in report:
+                o = report["oracle"]["ranker"][a]["auroc"]
+                row["oracle"] = o
+                if o is not None and row["model"] is not None and o > 0.5:
+                    row["ratio_to_oracle"] = (row["model"] - 0.5) / (o - 0.5)
+            rows[a] = row
+        out["ranker_auroc"] = rows
+    rt = report["model"].get("retrieval")
+    if rt:
+        keys = [k for k in ("hr@10", "ndcg@10", "hr@50", "recall@100", "hr@200", "mrr") if k in rt]
+        out["retrieval"] = {k: {"model": rt[k], **{n: s.get("retrieval", {}).get(k) for n, s in report.get("baselines", {}).items()
+                                                   if "retrieval" in s},
+                                **({"oracle": report["oracle"]["retrieval"].get(k)} if "oracle" in report and "retrieval" in report["oracle"] else {})}
+                            for k in keys}
+    return out
