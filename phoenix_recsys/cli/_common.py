@@ -28,7 +28,9 @@ def domain_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError) as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+            # The message is printed without markup: ids like "[name]" must come out verbatim.
+            err_console.print("[bold red]error:[/] ", end="")
+            err_console.print(str(e), markup=False, highlight=False)
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
