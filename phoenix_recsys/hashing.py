@@ -123,9 +123,19 @@ def id_keys(ids: IdArray) -> np.ndarray:
     Raises:
       ValueError: an int id is negative or >= 2**63, or an id is neither int nor str.
     """
-    arr = np.asarray(ids)
-    if arr.ndim != 1:
-        arr = arr.reshape(-1)
+    if isinstance(ids, np.ndarray):
+        arr = ids.reshape(-1)
+    else:
+        seq = list(ids)
+        if any(isinstance(v, str | bytes) for v in seq):
+            # An object array keeps ints as ints in a mixed list (np.asarray would stringify them)
+            # and keeps trailing NULs of strings (a fixed-width str array drops them).
+            arr = np.empty(len(seq), dtype=object)
+            arr[:] = seq
+        else:
+            arr = np.asarray(seq).reshape(-1)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.uint64)
     if arr.dtype.kind in "iu":
         if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
             bad = int(arr[np.argmax(arr < 0)])

@@ -23,13 +23,17 @@ class HistoryAttention(enum.StrEnum):
 class PositionScheme(enum.StrEnum):
     """Rotary positions of the sequence `[user | history | candidates]`.
 
-    RIGHT_ANCHORED (default): user 0; valid history items numbered so the newest is at S; every
-      candidate shares position S + 1; padded tokens 0. A candidate's score is then independent of
-      its slot and of how many candidates are scored with it.
+    RIGHT_ANCHORED (default): valid history items numbered so the newest is at S, the user token right
+      before the oldest valid one (S - L), every candidate at S + 1, padded tokens 0. A candidate's
+      score is then independent of its slot, of how many candidates are scored with it, and of how
+      much history padding the batch carries.
+    RELEASED_RIGHT_ANCHORED: the May release's `right_anchored_rope`: the same, except the user token
+      always sits at 0 (so its distance to the history grows with S).
     PER_SLOT: position = index in the sequence (0..T-1) for every token, as the first release does.
     """
 
     RIGHT_ANCHORED = "right_anchored"
+    RELEASED_RIGHT_ANCHORED = "released_right_anchored"
     PER_SLOT = "per_slot"
 
 

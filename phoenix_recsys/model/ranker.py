@@ -144,7 +144,7 @@ class PhoenixModel(PhoenixBase):
         Returns:
           `RecsysModelOutput` with logits `[B, C, A]`.
         """
-        validate_batch(batch, self.config, embeddings, check_values=False)
+        validate_batch(batch, self.config, embeddings)
         emb = self.embed(batch) if embeddings is None else embeddings
         x, pad, offset = self.build_inputs(batch, emb)
         cfg = self.config

@@ -171,7 +171,7 @@ def released_config(
         product_surface_vocab_size=_get(config, "product_surface_vocab_size", int, 16),
         fprop_dtype=fprop_dtype,
         history_attention=HistoryAttention.CAUSAL,
-        positions=PositionScheme.RIGHT_ANCHORED if right_anchored_rope else PositionScheme.PER_SLOT,
+        positions=PositionScheme.RELEASED_RIGHT_ANCHORED if right_anchored_rope else PositionScheme.PER_SLOT,
         action_bias=False,
         history_dwell_block=may_ranker,
         dwell_hidden_dim=_get(config, "continuous_action_hidden_dim", int, 64),

@@ -97,7 +97,7 @@ class PhoenixRetrievalModel(PhoenixBase):
 
     def __call__(self, batch: RecsysBatch, embeddings: RecsysEmbeddings | None = None) -> RetrievalOutput:
         """Both towers for a batch; the candidates are the batch's candidate block."""
-        validate_batch(batch, self.config, embeddings, require_candidates=False, check_values=False)
+        validate_batch(batch, self.config, embeddings, require_candidates=False)
         emb = self.embed(batch) if embeddings is None else embeddings
         user, norm = self.build_user_representation(batch, emb)
         cand = self.build_candidate_representation(emb.candidate_post_embeddings, emb.candidate_author_embeddings)

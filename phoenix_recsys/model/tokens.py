@@ -120,7 +120,8 @@ def context_positions(context_mask: jax.Array, scheme: PositionScheme) -> jax.Ar
 
     Right-anchored: valid history items are numbered so the newest valid one sits at S whatever the
     padding (equal to the May release's formula for front-packed histories, which ours always are);
-    padded tokens get 0. Per-slot: the index in the sequence.
+    the user token sits right before the oldest valid item (the release keeps it at 0); padded tokens
+    get 0. Per-slot: the index in the sequence.
     """
     b, t0 = context_mask.shape
     if scheme is PositionScheme.PER_SLOT:
@@ -129,7 +130,11 @@ def context_positions(context_mask: jax.Array, scheme: PositionScheme) -> jax.Ar
     hist = context_mask[:, 1:].astype(jnp.int32)
     later_valid = jnp.flip(jnp.cumsum(jnp.flip(hist, axis=1), axis=1), axis=1) - hist
     hist_pos = (s - later_valid) * hist
-    pos = jnp.concatenate([jnp.zeros((b, 1), jnp.int32), hist_pos], axis=1)
+    if scheme is PositionScheme.RELEASED_RIGHT_ANCHORED:
+        user_pos = jnp.zeros((b, 1), jnp.int32)
+    else:  # user distances then depend on the valid history only, not on S
+        user_pos = (s - jnp.sum(hist, axis=1, keepdims=True)) * context_mask[:, :1].astype(jnp.int32)
+    pos = jnp.concatenate([user_pos, hist_pos], axis=1)
     return pos.astype(jnp.float32)
 
 

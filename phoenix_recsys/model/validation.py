@@ -34,7 +34,7 @@ def _expect(name: str, x: Any, shape: tuple[int | None, ...]) -> None:
         raise ValueError(f"{name} must have shape {want}, got {list(got)}")
 
 
-def _check_ids(name: str, x: Any, vocab: int) -> None:
+def _check_ids(name: str, x: Any, vocab: int | None) -> None:
     arr = np.asarray(x)
     if arr.dtype.kind not in "iu":
         raise ValueError(f"{name} must hold integer hash ids, got dtype {arr.dtype}")
@@ -43,7 +43,7 @@ def _check_ids(name: str, x: Any, vocab: int) -> None:
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0:
         raise ValueError(f"{name} holds a negative hash id ({lo}); ids must be in [0, {vocab})")
-    if hi >= vocab:
+    if vocab is not None and hi >= vocab:
         raise ValueError(f"{name} holds hash id {hi}, outside the table [0, {vocab})")
 
 
@@ -116,11 +116,13 @@ def validate_batch(
 
     if not check_values or not _is_concrete(batch.user_hashes):
         return
-    _check_ids("user_hashes", batch.user_hashes, hc.user_vocab_size)
-    _check_ids("history_post_hashes", batch.history_post_hashes, hc.item_vocab_size)
-    _check_ids("candidate_post_hashes", batch.candidate_post_hashes, hc.item_vocab_size)
-    _check_ids("history_author_hashes", batch.history_author_hashes, hc.author_vocab_size)
-    _check_ids("candidate_author_hashes", batch.candidate_author_hashes, hc.author_vocab_size)
+    # With caller-supplied embeddings, hashes only mark padding (the release's ids exceed our tables).
+    own = embeddings is None
+    _check_ids("user_hashes", batch.user_hashes, hc.user_vocab_size if own else None)
+    _check_ids("history_post_hashes", batch.history_post_hashes, hc.item_vocab_size if own else None)
+    _check_ids("candidate_post_hashes", batch.candidate_post_hashes, hc.item_vocab_size if own else None)
+    _check_ids("history_author_hashes", batch.history_author_hashes, hc.author_vocab_size if own else None)
+    _check_ids("candidate_author_hashes", batch.candidate_author_hashes, hc.author_vocab_size if own else None)
     _check_ids("history_product_surface", batch.history_product_surface, cfg.product_surface_vocab_size)
     _check_ids("candidate_product_surface", batch.candidate_product_surface, cfg.product_surface_vocab_size)
     acts = np.asarray(batch.history_actions)

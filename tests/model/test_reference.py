@@ -405,7 +405,7 @@ def test_may_blocks_are_off_unless_configured() -> None:
         assert cfg.num_ip_hashes == 0
     may = released_config({**CUSTOM, "num_ip_hashes": 2}, variant="may", right_anchored_rope=True)
     assert may.history_dwell_block and may.post_age_buckets and may.continuous_head_size == 8
-    assert may.num_ip_hashes == 2 and may.positions is PositionScheme.RIGHT_ANCHORED
+    assert may.num_ip_hashes == 2 and may.positions is PositionScheme.RELEASED_RIGHT_ANCHORED
     assert may.dwell_hidden_dim == 16 and may.post_age_granularity_mins == 120
 
     # IP-hash embeddings are summed into the user token only when configured.
