@@ -192,7 +192,10 @@ def evaluate_bundle(
         )
 
     if bundle.retrieval is not None:
-        positives = tuple(retrieval_positive_actions or default_positive_actions(ds.actions))
+        trained_on = ((bundle.meta.get("models", {}).get("retrieval", {}) or {}).get("train_config") or {}).get(
+            "positive_actions")
+        # Evaluate on the targets the retriever was trained for, unless told otherwise.
+        positives = tuple(retrieval_positive_actions or trained_on or default_positive_actions(ds.actions))
         rex = build_retrieval_examples(ds, hc, history_len=cfg.history_seq_len, split=split, protocol=protocol,
                                        positive_actions=positives, progress=progress)
         if max_examples is not None and len(rex) > max_examples:

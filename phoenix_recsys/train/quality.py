@@ -88,7 +88,10 @@ def jobs() -> dict[str, QualityJob]:
              "retrieval": {"positive_actions": ["click"]}, "model": {"history_seq_len": 100}}, 4000, protocol="loo"),
         "kuairand": QualityJob(
             "kuairand", "KuaiRand-1K random-exposure slice (27 users); global 80/10/10 time split",
-            _imported("kuairand", _kuairand_file()), ("ranker",), small, 300),
+            _imported("kuairand", _kuairand_file()), ("ranker",),
+            # ~900 training impressions: validate often and stop early, or the model memorises them.
+            {"train": {"eval_every": 10, "patience": 6, "batch_size": 16, "learning_rate": 1e-3,
+                       "weight_decay": 0.05}, "model": {"history_seq_len": 16, "candidate_seq_len": 8}}, 300),
         "taobao": QualityJob(
             "taobao", "Taobao UserBehavior prefix; a pv is an impression, cart/fav/buy its actions; 80/10/10 time split",
             _imported("taobao", "taobao-userbehavior-part/UserBehavior-part.csv.gz"), ("ranker",), small, 600),
