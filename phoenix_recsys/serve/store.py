@@ -620,6 +620,21 @@ class Store:
         """Number of posts in the store."""
         return int(self._conn().execute("SELECT COUNT(*) FROM posts").fetchone()[0])
 
+    def latest_timestamp(self) -> int | None:
+        """The newest engagement time or post creation time, None for an empty store.
+
+        Both columns are indexed, so this is two index look-ups (the serving "data" clock).
+        """
+        row = (
+            self._conn()
+            .execute(
+                "SELECT MAX(t) FROM (SELECT MAX(timestamp) AS t FROM engagements "
+                "UNION ALL SELECT MAX(created_at) FROM posts)"
+            )
+            .fetchone()
+        )
+        return None if row[0] is None else int(row[0])
+
     def iter_posts(self, batch_size: int = 10_000) -> Iterator[PostRows]:
         """All posts in post-id order, `batch_size` at a time (e.g. to embed the corpus).
 

@@ -1,0 +1,204 @@
+"""`phoenix-recsys serve` (HTTP API) and `phoenix-recsys feed` (one feed, no server): thin over `phoenix_recsys.serve`.
+
+`serve_app` is merged into the top-level app (its commands are top-level commands, not a group).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from phoenix_recsys.cli._common import JsonFlag, console, domain_errors, err_console, print_json
+
+serve_app = typer.Typer(help="Serve the feed over HTTP, or print one feed.")
+
+BundleArg = Annotated[
+    Path, typer.Argument(help="Model bundle directory (ranker, and retrieval for out-of-network posts).", metavar="BUNDLE")
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Dataset directory that seeds an empty store (ignored once the store has posts)."),
+]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="SQLite store file [default: BUNDLE/store.sqlite].")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="JSON file of settings (PHOENIX_* environment variables override it).")
+]
+
+
+def run_server(app: Any, *, host: str, port: int, log_level: str) -> None:
+    """Run uvicorn in this process until it is stopped (one worker: the models live in memory)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+
+
+@serve_app.command("serve")
+@domain_errors
+def serve(
+    bundle: BundleArg,
+    data: DataOpt = None,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port [default: 8000].")] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Disable every write endpoint (403).")] = False,
+    insecure_dev: Annotated[
+        bool, typer.Option("--insecure-dev", help="Allow writes without an API key (local development only).")
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the feed API (POST /v1/feed, /v1/rank, /v1/retrieve, /v1/events, /v1/posts ...; docs at /docs).
+
+    Writes need `Authorization: Bearer $PHOENIX_API_KEY`; the server refuses to start with writes
+    enabled and no key unless --insecure-dev. Pass the key in the environment, never as a flag.
+    """
+    from phoenix_recsys.serve.api import create_app
+    from phoenix_recsys.serve.pipeline import FeedService, apply_process_settings
+    from phoenix_recsys.serve.settings import load_settings
+
+    # Settings first: a missing key fails in milliseconds, before the models load.
+    settings = load_settings(
+        config_file=config,
+        host=host,
+        port=port,
+        store_path=store,
+        writes_enabled=False if read_only else None,
+        insecure_dev=True if insecure_dev else None,
+    )
+    if settings.api_key is None and settings.writes_enabled:
+        err_console.print("[bold yellow]warning:[/] --insecure-dev: writes are accepted without a key")
+    err_console.print(f"loading {escape(str(bundle))} ...", highlight=False)
+    apply_process_settings(settings)
+    service = FeedService.open(bundle, settings=settings, data_dir=data)
+    info = service.index_info
+    err_console.print(
+        f"store {escape(str(service.store.path))}; index: "
+        + ("none (no retrieval model)" if info is None else f"{info.size:,} posts ({info.source}, {info.directory})")
+        + ("" if service.warmup_s is None else f"; warm-up {service.warmup_s:.1f} s"),
+        highlight=False,
+    )
+    try:
+        run_server(create_app(service), host=settings.host, port=settings.port, log_level=log_level)
+    finally:
+        service.close()
+
+
+@serve_app.command("feed")
+@domain_errors
+def feed(
+    bundle: BundleArg,
+    user: Annotated[int, typer.Option("--user", help="The viewer's user id (unknown users get a cold-start feed).")],
+    data: DataOpt = None,
+    k: Annotated[int, typer.Option("--k", help="Number of posts.")] = 20,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Print the feed of one user through the serving pipeline, with why each post is there."""
+    from phoenix_recsys.serve.pipeline import FeedService, apply_process_settings
+    from phoenix_recsys.serve.settings import load_settings
+
+    # Read-only and no warm-up: one request compiles only what it uses, and needs no key.
+    settings = load_settings(config_file=config, store_path=store, writes_enabled=False, warmup=False)
+    apply_process_settings(settings)
+    with FeedService.open(bundle, settings=settings, data_dir=data) as service:
+        result = service.feed(user, k)
+    if json_out:
+        print_json(result.to_json())
+    else:
+        print_feed(result)
+
+
+def print_feed(result: Any, out: Console | None = None) -> None:
+    """Render a `FeedResult` as a table plus one line of pipeline bookkeeping."""
+    out = console if out is None else out
+    table = Table(
+        title=f"For You: user {result.user_id}" + (" (cold start)" if result.cold_start else ""),
+        box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True,
+    )
+    for col, justify in (
+        ("#", "right"), ("post", "right"), ("by", "right"), ("src", "left"), ("age", "right"),
+        ("score", "right"), ("xdiv", "right"), ("xoon", "right"),
+    ):  # fmt: skip
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("why: weight x p", no_wrap=True)
+    # Only the explanation gives way on a narrow terminal (the other columns need ~56 characters).
+    room = max(12, min(60, out.width - 56))
+    for it in result.items:
+        why = " ".join(f"{a}{c:+.2f}" for a, c in it.top_contributions[:2]) or "-"
+        why = why if len(why) <= room else why[: room - 1] + "…"
+        table.add_row(
+            str(it.rank), str(it.post_id), str(it.author_id), _SOURCE_SHORT.get(it.source, it.source)
+            + ("*" if it.in_network else ""), _age(it.age_s), f"{it.final_score:.3g}",
+            f"{it.diversity_multiplier:.2f}", f"{it.oon_multiplier:.2f}", why,
+        )  # fmt: skip
+    out.print(table)
+    removed = ", ".join(f"{k} {v}" for k, v in result.filtered.items() if v) or "none"
+    sources = ", ".join(f"{k} {v}" for k, v in result.sources.items()) or "none"
+    out.print(
+        "source: in = in-network, oon = retrieval, pop = popular, new = fresh; * = author followed; "
+        "score = weighted (offset) x xdiv x xoon",
+        highlight=False,
+    )
+    out.print(
+        f"history {result.history_length} events; sources: {sources}; "
+        f"filtered: {removed}; ranked {result.ranked}; {result.timings_ms.get('total', 0.0):.1f} ms",
+        highlight=False,
+    )
+
+
+_SOURCE_SHORT = {"in_network": "in", "out_of_network": "oon", "popular": "pop", "fresh": "new"}
+
+
+def _age(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds}s"
+
+
+def print_feed_details(
+    result: Any, n: int = 3, *, continuous: frozenset[str] = frozenset(), out: Console | None = None
+) -> None:
+    """Per-action bars of the first `n` items: what the model expects the viewer to do with each.
+
+    Binary actions are probabilities (bars); `continuous` ones are expected values (e.g. seconds
+    of dwell), printed as numbers.
+    """
+    from phoenix_recsys.cli._common import bar
+
+    out = console if out is None else out
+    for it in result.items[:n]:
+        out.print(
+            f"[bold]#{it.rank} post {it.post_id}[/] by {it.author_id} ({it.source}"
+            f"{', followed' if it.in_network else ''}): final {it.final_score:.4f} = offset {it.offset_score:.4f}"
+            f" x diversity {it.diversity_multiplier:.2f} x out-of-network {it.oon_multiplier:.2f}",
+            highlight=False,
+        )
+        probs = {a: p for a, p in it.probabilities.items() if a not in continuous}
+        for name, p in sorted(probs.items(), key=lambda kv: -kv[1])[:5]:
+            out.print(f"    {name:<20} {bar(p, 24)} {p:.3f}", highlight=False)
+        for name in sorted(continuous & set(it.probabilities)):
+            out.print(f"    {name:<20} expected {it.probabilities[name]:.2f}", highlight=False)
+
+
+def print_feed_for_demo(bundle_dir: Path, data_dir: Path, store_path: Path, k: int = 10) -> None:
+    """`make demo`'s last step: the feed of the first user with a history, with explanations."""
+    from phoenix_recsys.serve.pipeline import FeedService, apply_process_settings
+    from phoenix_recsys.serve.settings import ServeSettings
+
+    # Synthetic authors are not users (author 3 is not user 3), so "own post" means nothing there.
+    settings = ServeSettings(writes_enabled=False, warmup=False, store_path=store_path, disabled_filters=("own_post",))
+    apply_process_settings(settings)
+    with FeedService.open(bundle_dir, settings=settings, data_dir=data_dir) as service:
+        user = next((u for u in range(1000) if len(service.user_model_history(u))), 0)
+        result = service.feed(user, k)
+        continuous = frozenset(service.vocab.names[i] for i in service.vocab.continuous_indices)
+    print_feed(result)
+    print_feed_details(result, continuous=continuous)

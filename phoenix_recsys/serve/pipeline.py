@@ -1,0 +1,1255 @@
+"""The "For You" feed (SPEC 7) as small stage functions, and `FeedService`, which owns bundle, store and index.
+
+Axes: N candidates, A actions, D embedding width, S history length.
+
+One feed request runs, in order:
+  history   the viewer's last S engaged events from the store (`history.fetch_history`)
+  sources   in-network: newest posts of followed authors (per-author cap); out-of-network: ANN
+            retrieval with the user tower over that history, excluding seen posts. A viewer without
+            history (unknown user, cold start) gets popular + fresh posts instead of retrieval.
+  hydrate   author, creation time, repost/text/video from the store (the store is the truth)
+  filters   SPEC 7 order (`filters.apply_filters`)
+  rank      cached-context scoring of every surviving candidate in one request (no 32 limit)
+  score     weighted score -> negative offset -> author diversity -> out-of-network factor
+  select    top-k, each item with its source, probabilities, scores and multipliers
+
+The stage functions take plain inputs, so each can be tested alone; `FeedService.feed` wires them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import jax
+import numpy as np
+from flax import nnx
+
+from phoenix_recsys.actions import ActionKind, ActionVocabulary, weight_vector
+from phoenix_recsys.data.batch import RecsysBatch
+from phoenix_recsys.data.schema import load_dataset
+from phoenix_recsys.model.cached import CachedRanker
+from phoenix_recsys.serve import history as hist
+from phoenix_recsys.serve.filters import (
+    SOURCE_FRESH,
+    SOURCE_IN_NETWORK,
+    SOURCE_OUT_OF_NETWORK,
+    SOURCE_POPULAR,
+    Candidates,
+    FilterConfig,
+    FilterContext,
+    apply_filters,
+)
+from phoenix_recsys.serve.index import CorpusIndex, IndexConfig, make_fingerprint
+from phoenix_recsys.serve.scoring import VQV_ACTION, ScoreBreakdown, ScoringConfig, score_candidates
+from phoenix_recsys.serve.settings import Clock, ServeSettings
+from phoenix_recsys.serve.store import History, SeedReport, Store
+from phoenix_recsys.train.bundle import Bundle, load_bundle
+
+_log = logging.getLogger(__name__)
+
+#: Candidate-block sizes the ranker is compiled for: a request pads its N candidates up to the
+#: next size (powers of 4 from 64 up to the chunk size, then whole chunks). CPU compiles of a
+#: scoring program take seconds, so few sizes (3 at the default chunk of 1024) keep warm-up short,
+#: at the cost of scoring up to 4x padding rows, which are masked and cost microseconds each.
+_CANDIDATE_BUCKET_MIN = 64
+#: Batch sizes the candidate tower is compiled for: small online adds and bulk corpus encoding.
+_POST_CHUNK_MIN, _POST_CHUNK_MAX = 64, 4096
+#: How many of an item's largest weighted contributions the explanation lists.
+_TOP_CONTRIBUTIONS = 3
+#: Event and post times may run this far ahead of the wall clock (client clock skew); later ones
+#: are refused, since one far-future timestamp would move the data clock for good.
+MAX_FUTURE_S = 86_400
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and inputs
+# --------------------------------------------------------------------------------------------
+class InvalidRequest(ValueError):
+    """A request the service refuses; nothing was written.
+
+    Attributes:
+      loc: where the problem is, relative to `where` (e.g. `("candidates", 3, "author_id")`).
+      where: "body", "path" or "query".
+      kind: a short machine-readable type ("value_error", "limit_exceeded", "unknown_post" ...).
+      ctx: extra machine-readable details (e.g. `{"limit": 200}`).
+    """
+
+    def __init__(
+        self,
+        loc: tuple[str | int, ...],
+        msg: str,
+        *,
+        kind: str = "value_error",
+        where: str = "body",
+        ctx: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{'.'.join(map(str, loc))}: {msg}")
+        self.loc = loc
+        self.msg = msg
+        self.kind = kind
+        self.where = where
+        self.ctx = dict(ctx or {})
+
+
+class Unsupported(RuntimeError):
+    """The loaded bundle cannot serve this request (e.g. retrieval without a retrieval model)."""
+
+
+class Relation(enum.StrEnum):
+    """Social-graph edges a user can set on an author."""
+
+    FOLLOWS = "follows"
+    BLOCKS = "blocks"
+    MUTES = "mutes"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEvent:
+    """One event of an explicit history (oldest first in a request); author None = look it up."""
+
+    post_id: int
+    actions: Mapping[str, float]
+    author_id: int | None = None
+    product_surface: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RankCandidate:
+    """A candidate to rank; author None = look it up; surface None = the configured feed surface;
+    in_network None = whether the viewer follows the author in the store (False when anonymous)."""
+
+    post_id: int
+    author_id: int | None = None
+    product_surface: int | None = None
+    in_network: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    """An engagement (or, with no positive action, an impression) to record."""
+
+    user_id: int
+    post_id: int
+    actions: Mapping[str, float]
+    timestamp: int | None = None
+    product_surface: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NewPost:
+    """A post to add (or update: the latest write wins)."""
+
+    post_id: int
+    author_id: int
+    created_at: int | None = None
+    text: str | None = None
+    repost_of: int | None = None
+    video_duration_s: float | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FeedItem:
+    """One served post and why it is there.
+
+    Attributes:
+      rank: 1-based position in the feed.
+      source: where the candidate came from (`in_network`, `out_of_network`, `popular`, `fresh`).
+      in_network: the viewer follows the author (what the out-of-network factor looks at).
+      age_s: seconds between creation and the request time.
+      retrieval_score: two-tower dot product for retrieved posts, else None.
+      probabilities: action -> predicted probability (binary) or value (continuous).
+      weighted_score / offset_score: sum of weight x prediction, and after the negative offset.
+      diversity_multiplier / oon_multiplier: the multipliers applied.
+      final_score: offset x diversity x oon, the ranking score.
+      top_contributions: the largest |weight x prediction| terms, (action, contribution).
+    """
+
+    rank: int
+    post_id: int
+    author_id: int
+    created_at: int
+    age_s: int
+    source: str
+    in_network: bool
+    retrieval_score: float | None
+    probabilities: dict[str, float]
+    weighted_score: float
+    offset_score: float
+    diversity_multiplier: float
+    oon_multiplier: float
+    final_score: float
+    top_contributions: tuple[tuple[str, float], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        # Field by field rather than `dataclasses.asdict`, whose deep copies cost ~0.1 ms per item.
+        out = {f: getattr(self, f) for f in _FEED_ITEM_FIELDS}
+        out["top_contributions"] = [{"action": a, "contribution": c} for a, c in self.top_contributions]
+        return out
+
+
+_FEED_ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(FeedItem))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FeedResult:
+    """A feed page with the pipeline's bookkeeping.
+
+    Attributes:
+      user_id / now: the viewer and the request time used.
+      cold_start: the viewer had no history, so popular + fresh replaced retrieval.
+      history_length: events in the model's history.
+      sources: candidates per source before filtering.
+      filtered: filter name -> candidates it removed.
+      ranked: candidates the model scored.
+      items: the page, best first.
+      timings_ms: stage -> milliseconds.
+    """
+
+    user_id: int
+    now: int
+    cold_start: bool
+    history_length: int
+    sources: dict[str, int]
+    filtered: dict[str, int]
+    ranked: int
+    items: tuple[FeedItem, ...]
+    timings_ms: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "items"}
+        out["items"] = [i.to_json() for i in self.items]
+        return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RankedCandidate:
+    """Model scores of one `/v1/rank` candidate (input order is kept).
+
+    Attributes:
+      probabilities: action -> prediction.
+      weighted_score: sum of weight x prediction (the model's weighted score, as
+        `model.ranking_output` computes it: no video gate, offset or multipliers; the feed adds those).
+    """
+
+    post_id: int
+    author_id: int
+    probabilities: dict[str, float]
+    weighted_score: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RankResult:
+    """`/v1/rank` result: `candidates` in input order, `ranking` their indices best first."""
+
+    user_id: int | None
+    history_length: int
+    candidates: tuple[RankedCandidate, ...]
+    ranking: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RetrievedPost:
+    """One retrieval hit: post, author (-1 if the store lacks it) and dot-product score."""
+
+    post_id: int
+    author_id: int
+    score: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RetrieveResult:
+    """`/v1/retrieve` result, best first."""
+
+    user_id: int | None
+    history_length: int
+    items: tuple[RetrievedPost, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EventsResult:
+    """Rows written by `FeedService.add_events`."""
+
+    engagements: int
+    impressions: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class IndexInfo:
+    """How the corpus index was obtained at start ("loaded" from disk or "built") and where it lives."""
+
+    source: str
+    directory: Path
+    fingerprint: str
+    size: int
+
+
+# --------------------------------------------------------------------------------------------
+# Model runtime: the jitted programs, compiled once per bundle
+# --------------------------------------------------------------------------------------------
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def candidate_buckets(chunk_size: int) -> tuple[int, ...]:
+    """The padded candidate-block sizes up to one chunk: 64, 256, 1024 ... capped at `chunk_size`."""
+    out, b = [], _CANDIDATE_BUCKET_MIN
+    while b < chunk_size:
+        out.append(b)
+        b *= 4
+    out.append(chunk_size)
+    return tuple(out)
+
+
+def padded_size(n: int, chunk_size: int) -> int:
+    """The block size a request of `n` candidates is padded to (see `candidate_buckets`)."""
+    if n > chunk_size:
+        return -(-n // chunk_size) * chunk_size
+    return next(b for b in candidate_buckets(chunk_size) if b >= n)
+
+
+def _probabilities(logits: np.ndarray, binary: np.ndarray) -> np.ndarray:
+    """NumPy twin of `model.ranker.probabilities_from_logits` (sigmoid / softplus, float32).
+
+    NumPy rather than jnp because N differs per request and each new shape would compile a new
+    eager XLA program; the two agree to float32 rounding.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        sig = np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+        soft = np.logaddexp(np.float32(0.0), x)
+    return np.where(binary, sig, soft).astype(np.float32)
+
+
+class ModelRuntime:
+    """The bundle's models behind jitted functions, built once and shared by services and threads.
+
+    Compiled programs: one context encoder and one candidate scorer per candidate bucket
+    (`candidate_buckets`: 64, 256, 1024 by default), one user tower (B = 1, S fixed) and two
+    candidate-tower batch sizes. Every request pads to these shapes, so nothing compiles after
+    `warmup`.
+    """
+
+    def __init__(self, bundle: Bundle, *, chunk_size: int = 1024) -> None:
+        """Wrap a loaded bundle; it must hold a ranker (the retriever is optional)."""
+        if bundle.ranker is None:
+            raise ValueError(f"bundle {bundle.path} has no ranker; the feed needs one")
+        self.bundle = bundle
+        self.config = bundle.ranker.config
+        self.vocab: ActionVocabulary = self.config.actions
+        self.hash_config = self.config.hash_config
+        self.ranker = CachedRanker(bundle.ranker, chunk_size=chunk_size)
+        self._binary = np.array(self.vocab.binary_mask(), dtype=bool)
+        self.retrieval_config = None if bundle.retrieval is None else bundle.retrieval.config
+        if bundle.retrieval is not None:
+            graphdef, state = nnx.split(bundle.retrieval)
+            self._tower_state = state
+            self._user_tower = jax.jit(lambda st, b: nnx.merge(graphdef, st).build_user_representation(b)[0])
+            self._post_tower = jax.jit(lambda st, p, a: nnx.merge(graphdef, st).encode_posts(p, a))
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, *, chunk_size: int = 1024) -> ModelRuntime:
+        """Load a bundle directory and wrap it."""
+        return cls(load_bundle(bundle_dir), chunk_size=chunk_size)
+
+    @property
+    def has_retrieval(self) -> bool:
+        return self.retrieval_config is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """The bundle's parameter fingerprint."""
+        return self.bundle.fingerprint()
+
+    def predict(self, batch: RecsysBatch) -> np.ndarray:
+        """Predictions `[N, A]` float32 for the N candidates of a B = 1 batch (N >= 1).
+
+        The candidate block is padded (hash 0 = padding) to `padded_size(N)`, so only the few
+        bucket sizes are ever compiled; candidate isolation makes the padding invisible.
+        """
+        n = batch.num_candidates
+        size = padded_size(n, self.ranker.chunk_size)
+        if size > n:
+            pad = size - n
+
+            def grow(x: np.ndarray | None) -> np.ndarray | None:
+                if x is None:
+                    return None
+                x = np.asarray(x)
+                return np.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+
+            batch = batch.with_candidates(
+                grow(batch.candidate_post_hashes),
+                grow(batch.candidate_author_hashes),
+                grow(batch.candidate_product_surface),
+                grow(batch.candidate_impr_ts),
+                grow(batch.candidate_post_creation_ts),
+                grow(batch.candidate_in_network),
+            )
+        out = self.ranker.score(batch)
+        return _probabilities(np.asarray(out.logits, np.float32)[0, :n], self._binary)
+
+    def user_embedding(self, batch: RecsysBatch) -> np.ndarray:
+        """User-tower embedding `[D]` of a B = 1 context batch."""
+        if not self.has_retrieval:
+            raise Unsupported("the bundle has no retrieval model")
+        return np.asarray(self._user_tower(self._tower_state, batch), np.float32)[0]
+
+    def post_embeddings(self, post_ids: np.ndarray, author_ids: np.ndarray) -> np.ndarray:
+        """Candidate-tower embeddings `[P, D]` of posts with their authors."""
+        if not self.has_retrieval:
+            raise Unsupported("the bundle has no retrieval model")
+        assert self.retrieval_config is not None
+        post_ids = np.asarray(post_ids, np.int64)
+        n = post_ids.shape[0]
+        d = self.retrieval_config.emb_size
+        if n == 0:
+            return np.zeros((0, d), np.float32)
+        hc = self.hash_config
+        p_all = hc.hash_items(post_ids)
+        a_all = hist.hash_by_unique(np.asarray(author_ids, np.int64), hc.hash_authors)
+        k = _POST_CHUNK_MIN if n <= _POST_CHUNK_MIN else _POST_CHUNK_MAX
+        out = []
+        for start in range(0, n, k):
+            stop = min(start + k, n)
+            # Pad to the chunk size: the same few compiled programs serve every call.
+            p = np.pad(p_all[start:stop], ((0, k - (stop - start)), (0, 0)))
+            a = np.pad(a_all[start:stop], ((0, k - (stop - start)), (0, 0)))
+            out.append(np.asarray(self._post_tower(self._tower_state, p, a), np.float32)[: stop - start])
+        return np.concatenate(out, axis=0)
+
+    def context(self, user_id: int | None, history: History, *, for_retrieval: bool = False) -> RecsysBatch:
+        """The `[user | history]` batch for the ranker (or the user tower), padded to its S."""
+        cfg = self.retrieval_config if for_retrieval and self.retrieval_config is not None else self.config
+        return hist.context_batch(
+            user_id, history, hash_config=self.hash_config, vocab=self.vocab, history_len=cfg.history_seq_len
+        )
+
+    def warmup(self, max_candidates: int) -> float:
+        """Compile every program a request of up to `max_candidates` candidates can use.
+
+        Returns:
+          Seconds spent.
+        """
+        t0 = time.perf_counter()
+        empty = hist.make_history([], [], [])
+        ctx = self.context(0, empty)
+        top = padded_size(max(1, max_candidates), self.ranker.chunk_size)
+        for k in candidate_buckets(self.ranker.chunk_size):
+            if k > top:
+                break
+            batch = hist.with_candidates(
+                ctx, np.arange(k), np.zeros(k, np.int64), hash_config=self.hash_config, product_surface=0, now=0
+            )
+            self.predict(batch)
+        if self.has_retrieval:
+            self.user_embedding(self.context(0, empty, for_retrieval=True))
+            self.post_embeddings(np.arange(1), np.zeros(1, np.int64))
+            self.post_embeddings(np.arange(_POST_CHUNK_MIN + 1), np.zeros(_POST_CHUNK_MIN + 1, np.int64))
+        return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------
+# Seeding and scoring configuration
+# --------------------------------------------------------------------------------------------
+def seed_store(store: Store, data_dir: str | Path, vocab: ActionVocabulary) -> SeedReport | None:
+    """Load a dataset directory into an empty store (a store that has posts is left alone).
+
+    Mirrors the training definition of an engagement: events with any binary action become
+    engagements (all their action values kept, dwell time included); events with only a continuous
+    action (dwell on nearly every impression) or none become impressions, i.e. "seen". Video
+    durations of 0 mean "not a video" in the dataset format and become NaN (no video) in the store.
+    Follow rows with user_id == author_id are dropped: the store refuses self-follows, and in
+    datasets where authors are not users (synthetic worlds) such a row links two different entities.
+
+    Args:
+      store: the target store.
+      data_dir: a dataset directory (`data.schema`).
+      vocab: the bundle's action vocabulary; the dataset's must be the same.
+
+    Returns:
+      The `SeedReport`, or None when the store already had posts.
+
+    Raises:
+      ValueError: the dataset's actions differ from the bundle's.
+    """
+    if store.num_posts() > 0:
+        return None
+    ds = load_dataset(data_dir)
+    if ds.actions.names != vocab.names:
+        raise ValueError(
+            f"dataset {ds.name!r} declares actions {list(ds.actions.names)}, but the bundle predicts "
+            f"{list(vocab.names)}; serve a bundle trained on this dataset"
+        )
+    values = {n: ds.column(n).astype(np.float64) for n in vocab.names}
+    binary = np.zeros(ds.num_events, dtype=bool)
+    for a in vocab:
+        if a.kind is ActionKind.BINARY:
+            binary |= values[a.name] > 0
+    for a in vocab:
+        if a.kind is not ActionKind.BINARY:
+            values[a.name] = np.where(binary, values[a.name], 0.0)
+    events: dict[str, Any] = {
+        c: ds.column(c) for c in ("user_id", "post_id", "author_id", "timestamp", "product_surface")
+    }
+    events.update(values)
+    posts: dict[str, Any] = {c: ds.column(c, "posts") for c in ("post_id", "author_id", "created_at")}
+    if "video_duration" in ds.posts.column_names:
+        v = ds.column("video_duration", "posts").astype(np.float64)
+        posts["video_duration_s"] = np.where(np.isfinite(v) & (v > 0), v, np.nan)
+    follows = None
+    if ds.follows is not None:
+        fu, fa = ds.column("user_id", "follows"), ds.column("author_id", "follows")
+        keep = fu != fa
+        if not keep.all():
+            _log.info("seeding: dropped %d self-follow rows", int((~keep).sum()))
+        follows = {"user_id": fu[keep], "author_id": fa[keep]}
+    report = store.seed_from_tables(events, posts, follows, action_names=list(vocab.names))
+    _log.info("seeded %s from %s: %s", store.path, ds.path, report)
+    return report
+
+
+def apply_process_settings(settings: ServeSettings) -> None:
+    """Apply the settings that are process-wide by nature (FAISS's OpenMP threads).
+
+    Kept out of `FeedService.open`, so a library user's process is changed only on request; the
+    `serve` and `feed` commands, which own their process, call it.
+    """
+    if settings.faiss_threads is not None:
+        faiss.omp_set_num_threads(settings.faiss_threads)
+
+
+def feed_scoring_config(vocab: ActionVocabulary, overrides: Mapping[str, Any] | None = None) -> ScoringConfig:
+    """The scoring configuration for a vocabulary: production weights, sensible defaults elsewhere.
+
+    Phoenix action names take their production weight; other actions (an imported dataset's own
+    vocabulary) take +1 if positive, -1 if negative, 0 if continuous (`actions.weight_vector`), so
+    the weighted score is meaningful on any vocabulary. `overrides` (`ScoringConfig.to_json` keys)
+    are applied on top; a weight for an action outside the vocabulary is rejected.
+    """
+    base = ScoringConfig(weights=dict(zip(vocab.names, weight_vector(vocab), strict=True)))
+    if not overrides:
+        return base
+    fields = {k: v for k, v in overrides.items() if k != "weights"}
+    return base.with_overrides(dict(overrides.get("weights") or {}), vocab=vocab, **fields)
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+def in_network_source(store: Store, followed: np.ndarray, *, limit: int, per_author_cap: int) -> Candidates:
+    """Newest posts of the authors the viewer follows, newest first."""
+    return store.recent_posts_by_authors(followed, limit_total=limit, per_author_cap=per_author_cap).to_candidates(
+        SOURCE_IN_NETWORK
+    )
+
+
+def out_of_network_source(
+    index: CorpusIndex, user_embedding: np.ndarray, *, limit: int, exclude: np.ndarray
+) -> Candidates:
+    """Two-tower retrieval: the `limit` posts nearest the user embedding, skipping `exclude`.
+
+    Only ids and retrieval scores are known here; `hydrate` fills in the rest.
+    """
+    if limit == 0 or len(index) == 0:
+        return Candidates.empty()
+    res = index.search(user_embedding[None, :], k=limit, exclude=[exclude])
+    ok = res.ids[0] >= 0
+    ids = res.ids[0][ok]
+    unknown = np.full(ids.shape[0], -1, np.int64)
+    return Candidates(
+        post_ids=ids,
+        author_ids=unknown,
+        created_at=unknown,
+        source=np.full(ids.shape[0], SOURCE_OUT_OF_NETWORK, dtype=object),
+        retrieval_score=res.scores[0][ok],
+    )
+
+
+def cold_start_sources(store: Store, *, popular: int, fresh: int, popular_since: int | None) -> Candidates:
+    """Popular posts (most engagement events, optionally in a window) then the newest posts."""
+    return Candidates.concat(
+        [
+            store.popular_posts(popular, since=popular_since).to_candidates(SOURCE_POPULAR),
+            store.fresh_posts(fresh).to_candidates(SOURCE_FRESH),
+        ]
+    )
+
+
+def hydrate(store: Store, candidates: Candidates) -> Candidates:
+    """Author, creation time, repost, text and video of every candidate, read from the store.
+
+    A post the store lacks gets author -1, which the missing-author filter then removes.
+    """
+    if len(candidates) == 0:
+        return candidates
+    rows = store.get_posts(candidates.post_ids)
+    return dataclasses.replace(
+        candidates,
+        author_ids=rows.author_ids,
+        created_at=rows.created_at,
+        repost_of=rows.repost_of,
+        text=rows.text,
+        video_duration_s=rows.video_duration_s,
+    )
+
+
+def rank_candidates(
+    runtime: ModelRuntime,
+    context: RecsysBatch,
+    candidates: Candidates,
+    *,
+    in_network: np.ndarray,
+    now: int,
+    product_surface: int | np.ndarray,
+) -> np.ndarray:
+    """Model predictions `[N, A]` for every candidate: one context encoding, then cached scoring."""
+    if len(candidates) == 0:
+        return np.zeros((0, len(runtime.vocab)), np.float32)
+    batch = hist.with_candidates(
+        context,
+        candidates.post_ids,
+        candidates.author_ids,
+        hash_config=runtime.hash_config,
+        product_surface=product_surface,
+        now=now,
+        created_at=candidates.created_at,
+        in_network=in_network,
+    )
+    return runtime.predict(batch)
+
+
+def score_feed(
+    probs: np.ndarray, candidates: Candidates, in_network: np.ndarray, vocab: ActionVocabulary, config: ScoringConfig
+) -> ScoreBreakdown:
+    """SPEC 7 scorers over all candidates (weighted -> offset -> author diversity -> out-of-network)."""
+    return score_candidates(
+        probs,
+        vocab,
+        config,
+        author_ids=candidates.author_ids,
+        in_network=in_network,
+        video_duration_s=candidates.video_duration_s,
+    )
+
+
+def explain_items(
+    order: np.ndarray,
+    candidates: Candidates,
+    in_network: np.ndarray,
+    probs: np.ndarray,
+    breakdown: ScoreBreakdown,
+    vocab: ActionVocabulary,
+    config: ScoringConfig,
+    now: int,
+) -> tuple[FeedItem, ...]:
+    """The selected candidates (`order`, best first) as `FeedItem`s with their explanation."""
+    w = config.weight_vector(vocab)
+    names = vocab.names
+    # The vqv weight counts only for long enough videos (as in `weighted_scores`); so here too.
+    vqv = vocab.index(VQV_ACTION) if VQV_ACTION in vocab and candidates.video_duration_s is not None else None
+    items = []
+    for rank, i in enumerate(order.tolist(), start=1):
+        contrib = probs[i].astype(np.float64) * w
+        if vqv is not None and not candidates.video_duration_s[i] > config.vqv_min_video_seconds:
+            contrib[vqv] = 0.0
+        top = np.argsort(-np.abs(contrib), kind="stable")[:_TOP_CONTRIBUTIONS]
+        ex = breakdown.explain(i)
+        rs = None if candidates.retrieval_score is None else float(candidates.retrieval_score[i])
+        items.append(
+            FeedItem(
+                rank=rank,
+                post_id=int(candidates.post_ids[i]),
+                author_id=int(candidates.author_ids[i]),
+                created_at=int(candidates.created_at[i]),
+                age_s=int(now - candidates.created_at[i]),
+                source=str(candidates.source[i]),
+                in_network=bool(in_network[i]),
+                retrieval_score=None if rs is None or math.isnan(rs) else rs,
+                probabilities={n: float(p) for n, p in zip(names, probs[i].tolist(), strict=True)},
+                weighted_score=ex["weighted"],
+                offset_score=ex["offset"],
+                diversity_multiplier=ex["diversity_multiplier"],
+                oon_multiplier=ex["oon_multiplier"],
+                final_score=ex["final"],
+                top_contributions=tuple((names[j], float(contrib[j])) for j in top.tolist() if contrib[j] != 0),
+            )
+        )
+    return tuple(items)
+
+
+# --------------------------------------------------------------------------------------------
+# The service
+# --------------------------------------------------------------------------------------------
+class _Timer:
+    """Per-stage wall time in milliseconds."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._t0 = self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        t = time.perf_counter()
+        self.ms[stage] = round((t - self._last) * 1e3, 3)
+        self._last = t
+
+    def total(self) -> dict[str, float]:
+        self.ms["total"] = round((time.perf_counter() - self._t0) * 1e3, 3)
+        return self.ms
+
+
+def _store_corpus(store: Store) -> tuple[np.ndarray, np.ndarray]:
+    """All `(post_ids, author_ids)` of the store, ascending post id."""
+    ids, authors = [], []
+    for rows in store.iter_posts():
+        ids.append(rows.post_ids)
+        authors.append(rows.author_ids)
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(ids), np.concatenate(authors)
+
+
+def index_fingerprint(bundle_fingerprint: str, post_ids: np.ndarray, author_ids: np.ndarray) -> str:
+    """What a saved index depends on: the bundle's parameters and every (post, author) pair."""
+    return make_fingerprint("phoenix-corpus-index", bundle_fingerprint, post_ids.astype(np.int64), author_ids.astype(np.int64))
+
+
+class FeedService:
+    """The feed behind the API and the `feed` command: bundle models, store, corpus index.
+
+    Thread-safe: the store gives each thread its own connection, the index locks itself, the
+    jitted functions are pure. Build it with `FeedService.open`.
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime: ModelRuntime,
+        store: Store,
+        settings: ServeSettings,
+        index: CorpusIndex | None,
+        index_info: IndexInfo | None,
+    ) -> None:
+        """Use `open`."""
+        self.runtime = runtime
+        self.store = store
+        self.settings = settings
+        self.index = index
+        self.index_info = index_info
+        self.vocab = runtime.vocab
+        self.scoring = feed_scoring_config(runtime.vocab, settings.scoring)
+        self.filter_config: FilterConfig = settings.filter_config()
+        self._engagement = hist.engagement_names(runtime.vocab, settings.engagement_actions)
+        self._latest = store.latest_timestamp()
+        self._clock_lock = threading.Lock()
+        self._post_lock = threading.Lock()
+        self._index_dirty = False
+        self.warmup_s: float | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        bundle: str | Path | Bundle | ModelRuntime,
+        *,
+        settings: ServeSettings | None = None,
+        data_dir: str | Path | None = None,
+        store_path: str | Path | None = None,
+    ) -> FeedService:
+        """Load (or reuse) the models, open the store, seed it if empty, load or build the index.
+
+        Args:
+          bundle: a bundle directory, a loaded `Bundle`, or a `ModelRuntime` to share compiled
+            programs between services (tests, several stores).
+          settings: default `ServeSettings(writes_enabled=False)` (library use, no HTTP).
+          data_dir: dataset directory seeding an empty store; ignored once the store has posts.
+          store_path: the SQLite file; default `settings.store_path` or `<bundle>/store.sqlite`.
+
+        Returns:
+          A ready service (warmed up when `settings.warmup`).
+        """
+        settings = ServeSettings(writes_enabled=False) if settings is None else settings
+        if isinstance(bundle, ModelRuntime):
+            runtime = bundle
+        elif isinstance(bundle, Bundle):
+            runtime = ModelRuntime(bundle, chunk_size=settings.chunk_size)
+        else:
+            runtime = ModelRuntime.load(bundle, chunk_size=settings.chunk_size)
+        path = Path(store_path or settings.store_path or runtime.bundle.path / "store.sqlite")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = Store.open(path)
+        try:
+            if data_dir is not None:
+                seed_store(store, data_dir, runtime.vocab)
+            index, info = cls._prepare_index(runtime, store, settings)
+            service = cls(runtime=runtime, store=store, settings=settings, index=index, index_info=info)
+            if settings.warmup:
+                service.warmup_s = runtime.warmup(service.max_feed_candidates())
+        except BaseException:
+            store.close()
+            raise
+        return service
+
+    @staticmethod
+    def _index_dir(runtime: ModelRuntime, settings: ServeSettings) -> Path:
+        return Path(settings.index_dir) if settings.index_dir is not None else runtime.bundle.path / "index"
+
+    @classmethod
+    def _prepare_index(
+        cls, runtime: ModelRuntime, store: Store, settings: ServeSettings
+    ) -> tuple[CorpusIndex | None, IndexInfo | None]:
+        if not runtime.has_retrieval:
+            _log.warning("bundle has no retrieval model: no out-of-network source, /v1/retrieve disabled")
+            return None, None
+        ids, authors = _store_corpus(store)
+        fp = index_fingerprint(runtime.fingerprint, ids, authors)
+        directory = cls._index_dir(runtime, settings)
+        config: IndexConfig = settings.index_config()
+        index = CorpusIndex.load(directory, fp, config=config)
+        source = "loaded"
+        if index is None:
+            source = "built"
+            index = CorpusIndex.build(ids, runtime.post_embeddings(ids, authors), config=config)
+            cls._save_index(index, directory, fp)
+        return index, IndexInfo(source=source, directory=directory, fingerprint=fp, size=len(index))
+
+    @staticmethod
+    def _save_index(index: CorpusIndex, directory: Path, fingerprint: str) -> None:
+        try:
+            index.save(directory, fingerprint)
+        except OSError as e:  # a read-only bundle still serves; it just rebuilds at every start
+            _log.warning("could not save the corpus index to %s: %s", directory, e)
+
+    def close(self) -> None:
+        """Persist an index that grew online (if it still matches the store), then close the store."""
+        try:
+            if self.index is not None and self._index_dirty and self.index_info is not None:
+                ids, authors = _store_corpus(self.store)
+                if np.array_equal(self.index.post_ids(), ids):
+                    fp = index_fingerprint(self.runtime.fingerprint, ids, authors)
+                    self._save_index(self.index, self.index_info.directory, fp)
+                    self._index_dirty = False
+        finally:
+            self.store.close()
+
+    def __enter__(self) -> FeedService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def max_feed_candidates(self) -> int:
+        """The most candidates one feed request can rank (sizes of its largest source mix)."""
+        s = self.settings
+        return s.in_network_limit + max(s.out_of_network_limit, s.cold_start_popular + s.cold_start_fresh)
+
+    # -- time -----------------------------------------------------------------------------------
+    def now(self) -> int:
+        """The request time under `settings.clock` (see `Clock`)."""
+        wall = int(time.time())
+        if self.settings.clock is Clock.WALL:
+            return wall
+        with self._clock_lock:
+            return wall if self._latest is None else self._latest
+
+    def _observe_time(self, t: int) -> None:
+        with self._clock_lock:
+            self._latest = t if self._latest is None else max(self._latest, t)
+
+    # -- validation helpers ---------------------------------------------------------------------
+    def _check_limit(
+        self, loc: tuple[str | int, ...], value: int, limit: int, what: str, *, where: str = "body"
+    ) -> None:
+        if value > limit:
+            raise InvalidRequest(
+                loc, f"{what} must be at most {limit}, got {value}", kind="limit_exceeded", where=where,
+                ctx={"limit": limit},
+            )
+
+    def _check_actions(self, loc: tuple[str | int, ...], actions: Mapping[str, float]) -> dict[str, float]:
+        out = {}
+        for name, v in actions.items():
+            if name not in self.vocab:
+                raise InvalidRequest(
+                    (*loc, name), f"unknown action {name!r}; this bundle's actions are {list(self.vocab.names)}"
+                )
+            fv = float(v)
+            if not math.isfinite(fv) or fv < 0:
+                raise InvalidRequest((*loc, name), f"action values must be finite and >= 0, got {v!r}")
+            out[name] = fv
+        return out
+
+    def _check_time(self, loc: tuple[str | int, ...], t: int | None) -> None:
+        if t is not None and t > time.time() + MAX_FUTURE_S:
+            raise InvalidRequest(loc, f"{t} is more than {MAX_FUTURE_S} s ahead of the server clock")
+
+    def _check_surface(self, loc: tuple[str | int, ...], surface: int) -> int:
+        vs = self.runtime.config.product_surface_vocab_size
+        if not 0 <= surface < vs:
+            raise InvalidRequest(loc, f"product_surface must be in [0, {vs}), got {surface}")
+        return int(surface)
+
+    def _authors_for(self, loc: str, post_ids: list[int], authors: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Fill missing authors from the store; `(authors, created_at)` with created_at -1 = unknown."""
+        rows = self.store.get_posts(np.asarray(post_ids, dtype=np.int64)) if post_ids else None
+        out_a = np.zeros(len(post_ids), np.int64)
+        out_c = np.full(len(post_ids), -1, np.int64)
+        for i, (pid, a) in enumerate(zip(post_ids, authors, strict=True)):
+            known = rows is not None and rows.author_ids[i] >= 0
+            if known:
+                out_c[i] = rows.created_at[i]
+            if a is not None:
+                out_a[i] = a
+            elif known:
+                out_a[i] = rows.author_ids[i]
+            else:
+                raise InvalidRequest(
+                    (loc, i, "author_id"), f"post {pid} is not in the store, so its author_id is required",
+                    kind="unknown_post",
+                )
+        return out_a, out_c
+
+    def _explicit_history(self, events: Sequence[HistoryEvent]) -> History:
+        self._check_limit(("history",), len(events), self.settings.max_history_items, "history length")
+        pids = [int(e.post_id) for e in events]
+        authors, _ = self._authors_for("history", pids, [e.author_id for e in events])
+        acts = [self._check_actions(("history", i, "actions"), e.actions) for i, e in enumerate(events)]
+        surf = [self._check_surface(("history", i, "product_surface"), e.product_surface) for i, e in enumerate(events)]
+        return hist.make_history(pids, authors, acts, surf)
+
+    def _history(self, user_id: int | None, events: Sequence[HistoryEvent] | None) -> History:
+        if events is not None:
+            return self._explicit_history(events)
+        if user_id is None:
+            raise InvalidRequest(("user_id",), "give user_id or history")
+        return self.user_model_history(user_id)
+
+    def user_model_history(self, user_id: int) -> History:
+        """The events the model sees for `user_id`: the last S engaged ones, oldest first."""
+        return hist.fetch_history(
+            self.store,
+            user_id,
+            self.runtime.config.history_seq_len,
+            self.vocab,
+            engagement_actions=self._engagement,
+        )
+
+    # -- reads ----------------------------------------------------------------------------------
+    def feed(self, user_id: int, k: int, *, now: int | None = None, session_id: str | None = None) -> FeedResult:
+        """The "For You" feed of `user_id`: top `k` posts with per-item explanations.
+
+        Args:
+          user_id: the viewer; an unknown user gets a cold-start feed (popular + fresh), not an error.
+          k: page size, 1..`settings.max_k`.
+          now: request time (default: `settings.clock`).
+          session_id: pagination: posts served earlier in this session are filtered out, and this
+            page's posts are recorded as served (unless the service is read-only).
+
+        Returns:
+          `FeedResult`.
+
+        Raises:
+          InvalidRequest: k out of range.
+        """
+        if k < 1:
+            raise InvalidRequest(("k",), f"k must be >= 1, got {k}")
+        self._check_limit(("k",), k, self.settings.max_k, "k")
+        s = self.settings
+        timer = _Timer()
+        now = self.now() if now is None else int(now)
+        history = self.user_model_history(user_id)
+        followed = self.store.followed_authors(user_id)
+        seen = self.store.seen_posts(user_id)
+        blocked = self.store.blocked_or_muted_authors(user_id)
+        served = self.store.served_posts(user_id, session_id) if session_id else np.zeros(0, np.int64)
+        timer.lap("history")
+
+        cold = len(history) == 0
+        parts = [in_network_source(self.store, followed, limit=s.in_network_limit, per_author_cap=s.in_network_per_author)]
+        if cold or self.index is None:
+            since = None if s.popular_window_s is None else now - s.popular_window_s
+            parts.append(
+                cold_start_sources(self.store, popular=s.cold_start_popular, fresh=s.cold_start_fresh, popular_since=since)
+            )
+        else:
+            emb = self.runtime.user_embedding(self.runtime.context(user_id, history, for_retrieval=True))
+            parts.append(out_of_network_source(self.index, emb, limit=s.out_of_network_limit, exclude=seen))
+        candidates = Candidates.concat(parts)
+        src_names, src_counts = np.unique(candidates.source.astype(str), return_counts=True)
+        sources = {str(n): int(c) for n, c in zip(src_names, src_counts, strict=True)}
+        timer.lap("sources")
+
+        candidates = hydrate(self.store, candidates)
+        timer.lap("hydrate")
+
+        ctx = FilterContext(
+            viewer_id=user_id, now_s=now, seen_post_ids=seen, served_post_ids=served, blocked_or_muted_author_ids=blocked
+        )
+        kept, report = apply_filters(candidates, ctx, self.filter_config)
+        timer.lap("filter")
+
+        in_net = kept.in_network(followed)
+        context = self.runtime.context(user_id, history)
+        probs = rank_candidates(self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface)
+        timer.lap("rank")
+
+        breakdown = score_feed(probs, kept, in_net, self.vocab, self.scoring)
+        order = breakdown.ranking()[:k]
+        items = explain_items(order, kept, in_net, probs, breakdown, self.vocab, self.scoring, now)
+        timer.lap("score")
+
+        if session_id and s.writes_enabled and items:
+            self.store.mark_served(user_id, [it.post_id for it in items], session_id, served_at=now)
+        return FeedResult(
+            user_id=user_id,
+            now=now,
+            cold_start=cold,
+            history_length=len(history),
+            sources=sources,
+            filtered=report,
+            ranked=len(kept),
+            items=items,
+            timings_ms=timer.total(),
+        )
+
+    def rank(
+        self,
+        candidates: Sequence[RankCandidate],
+        *,
+        user_id: int | None = None,
+        history: Sequence[HistoryEvent] | None = None,
+        product_surface: int | None = None,
+        now: int | None = None,
+    ) -> RankResult:
+        """Model scores of explicit candidates for a user (history from the store) or a given history.
+
+        Args:
+          candidates: 1..`settings.max_rank_candidates`; their order is kept in the result.
+          user_id: the viewer; its history is read from the store unless `history` is given.
+          history: an explicit history, oldest first (then `user_id`, if given, is only the user
+            token; an anonymous request hashes `history.ANONYMOUS_USER`).
+          product_surface: the candidates' default surface (default: the feed surface).
+          now: the impression time of the candidates (default: `settings.clock`).
+
+        Returns:
+          `RankResult`; scores equal the offline model's for the same inputs.
+        """
+        n = len(candidates)
+        if n == 0:
+            raise InvalidRequest(("candidates",), "give at least one candidate")
+        self._check_limit(("candidates",), n, self.settings.max_rank_candidates, "the number of candidates")
+        h = self._history(user_id, history)
+        surface = self.settings.product_surface if product_surface is None else product_surface
+        self._check_surface(("product_surface",), surface)
+        pids = [int(c.post_id) for c in candidates]
+        authors, created = self._authors_for("candidates", pids, [c.author_id for c in candidates])
+        surfaces = np.array(
+            [
+                self._check_surface(("candidates", i, "product_surface"), surface if c.product_surface is None else c.product_surface)
+                for i, c in enumerate(candidates)
+            ],
+            dtype=np.int32,
+        )
+        followed = self.store.followed_authors(user_id) if user_id is not None else np.zeros(0, np.int64)
+        in_net = np.isin(authors, followed)
+        for i, c in enumerate(candidates):
+            if c.in_network is not None:
+                in_net[i] = c.in_network
+        now = self.now() if now is None else int(now)
+        batch = hist.with_candidates(
+            self.runtime.context(user_id, h),
+            np.asarray(pids, np.int64),
+            authors,
+            hash_config=self.runtime.hash_config,
+            product_surface=surfaces,
+            now=now,
+            created_at=created,
+            in_network=in_net,
+        )
+        probs = self.runtime.predict(batch)
+        weighted = probs.astype(np.float64) @ self.scoring.weight_vector(self.vocab)
+        names = self.vocab.names
+        out = tuple(
+            RankedCandidate(
+                post_id=pids[i],
+                author_id=int(authors[i]),
+                probabilities={a: float(p) for a, p in zip(names, probs[i].tolist(), strict=True)},
+                weighted_score=float(weighted[i]),
+            )
+            for i in range(n)
+        )
+        ranking = tuple(int(i) for i in np.argsort(-weighted, kind="stable"))
+        return RankResult(user_id=user_id, history_length=min(len(h), self.runtime.config.history_seq_len), candidates=out, ranking=ranking)
+
+    def retrieve(
+        self,
+        k: int,
+        *,
+        user_id: int | None = None,
+        history: Sequence[HistoryEvent] | None = None,
+        exclude_seen: bool = True,
+    ) -> RetrieveResult:
+        """The k posts nearest the user-tower embedding (ANN over the corpus index).
+
+        Args:
+          k: 1..`settings.max_retrieve_k`.
+          user_id / history: as in `rank`.
+          exclude_seen: skip the posts the user has seen (needs `user_id`).
+
+        Raises:
+          Unsupported: the bundle has no retrieval model.
+        """
+        if k < 1:
+            raise InvalidRequest(("k",), f"k must be >= 1, got {k}")
+        self._check_limit(("k",), k, self.settings.max_retrieve_k, "k")
+        if self.index is None:
+            raise Unsupported("the bundle has no retrieval model, so there is no corpus index")
+        h = self._history(user_id, history)
+        emb = self.runtime.user_embedding(self.runtime.context(user_id, h, for_retrieval=True))
+        exclude = self.store.seen_posts(user_id) if exclude_seen and user_id is not None else np.zeros(0, np.int64)
+        res = self.index.search(emb[None, :], k=k, exclude=[exclude])
+        ok = res.ids[0] >= 0
+        ids, scores = res.ids[0][ok], res.scores[0][ok]
+        authors = self.store.get_posts(ids).author_ids if ids.size else np.zeros(0, np.int64)
+        items = tuple(
+            RetrievedPost(post_id=int(p), author_id=int(a), score=float(sc))
+            for p, a, sc in zip(ids.tolist(), authors.tolist(), scores.tolist(), strict=True)
+        )
+        s = self.runtime.retrieval_config.history_seq_len if self.runtime.retrieval_config else len(h)
+        return RetrieveResult(user_id=user_id, history_length=min(len(h), s), items=items)
+
+    def user_events(self, user_id: int, limit: int) -> History:
+        """The user's `limit` most recent stored events (every engagement), oldest first."""
+        self._check_limit(("limit",), limit, self.settings.max_history_items, "limit", where="query")
+        return self.store.get_history(user_id, limit)
+
+    def health(self) -> dict[str, Any]:
+        """Liveness plus what is loaded (touches the store, so a broken file shows here)."""
+        return {
+            "status": "ok",
+            "schema_version": self.store.schema_version(),
+            "bundle": self.runtime.fingerprint,
+            "actions": list(self.vocab.names),
+            "index_posts": None if self.index is None else len(self.index),
+            "index_kind": None if self.index is None else self.index.kind.value,
+            "writes_enabled": self.settings.writes_enabled,
+            "clock": self.settings.clock.value,
+            "now": self.now(),
+        }
+
+    # -- writes ---------------------------------------------------------------------------------
+    def add_events(self, events: Sequence[NewEvent]) -> EventsResult:
+        """Record engagements (events with a positive action) and impressions (no positive action).
+
+        Everything is validated first and written in one transaction: a refused request writes
+        nothing. A missing timestamp is the service clock's `now`.
+
+        Raises:
+          InvalidRequest: naming the first bad event field (unknown post or action, bad surface).
+        """
+        n = len(events)
+        if n == 0:
+            raise InvalidRequest(("events",), "give at least one event")
+        self._check_limit(("events",), n, self.settings.max_events_per_request, "the number of events")
+        now = self.now()
+        clean = []
+        for i, e in enumerate(events):
+            acts = self._check_actions(("events", i, "actions"), e.actions)
+            surf = self._check_surface(("events", i, "product_surface"), e.product_surface)
+            self._check_time(("events", i, "timestamp"), e.timestamp)
+            ts = now if e.timestamp is None else int(e.timestamp)
+            clean.append((int(e.user_id), int(e.post_id), ts, {a: v for a, v in acts.items() if v > 0}, surf))
+        pids = np.array([c[1] for c in clean], dtype=np.int64)
+        missing = self.store.get_posts(pids).author_ids < 0
+        if missing.any():
+            i = int(np.flatnonzero(missing)[0])
+            raise InvalidRequest(
+                ("events", i, "post_id"), f"post {int(pids[i])} is not in the store; add it with POST /v1/posts first",
+                kind="unknown_post",
+            )
+        eng = [c for c in clean if c[3]]
+        imp = [c for c in clean if not c[3]]
+        n_imp = 0
+        with self.store.transaction():
+            if eng:
+                self.store.add_engagements(
+                    [c[0] for c in eng], [c[1] for c in eng], [c[2] for c in eng], [c[3] for c in eng],
+                    product_surface=[c[4] for c in eng],
+                )
+            for c in imp:
+                n_imp += self.store.mark_seen(c[0], [c[1]], seen_at=c[2])
+        self._observe_time(max(c[2] for c in clean))
+        return EventsResult(engagements=len(eng), impressions=n_imp)
+
+    def add_posts(self, posts: Sequence[NewPost]) -> int:
+        """Add (or update) posts in the store and the corpus index, so they are retrievable at once.
+
+        Posts are embedded before anything is written, so a failure writes nothing; the store
+        write and the index add happen under one lock, so concurrent updates of a post leave the
+        two agreeing. Returns the number of posts written.
+        """
+        n = len(posts)
+        if n == 0:
+            raise InvalidRequest(("posts",), "give at least one post")
+        self._check_limit(("posts",), n, self.settings.max_posts_per_request, "the number of posts")
+        seen_ids: dict[int, int] = {}
+        for i, p in enumerate(posts):
+            if p.post_id in seen_ids:
+                raise InvalidRequest(("posts", i, "post_id"), f"post {p.post_id} appears twice (also at {seen_ids[p.post_id]})")
+            seen_ids[p.post_id] = i
+            if p.video_duration_s is not None and not (math.isfinite(p.video_duration_s) and p.video_duration_s >= 0):
+                raise InvalidRequest(("posts", i, "video_duration_s"), "must be finite and >= 0")
+            self._check_time(("posts", i, "created_at"), p.created_at)
+        now = self.now()
+        ids = np.array([p.post_id for p in posts], dtype=np.int64)
+        authors = np.array([p.author_id for p in posts], dtype=np.int64)
+        created = np.array([now if p.created_at is None else p.created_at for p in posts], dtype=np.int64)
+        emb = self.runtime.post_embeddings(ids, authors) if self.index is not None else None
+        with self._post_lock:
+            self.store.add_posts(
+                ids,
+                authors,
+                created,
+                text=[p.text for p in posts],
+                repost_of=np.array([-1 if p.repost_of is None else p.repost_of for p in posts], dtype=np.int64),
+                video_duration_s=np.array(
+                    [np.nan if p.video_duration_s is None else p.video_duration_s for p in posts], dtype=np.float64
+                ),
+            )
+            if self.index is not None and emb is not None:
+                self.index.add(ids, emb)
+                self._index_dirty = True
+        self._observe_time(int(created.max()))
+        return n
+
+    def set_relation(self, user_id: int, relation: Relation | str, author_id: int, active: bool) -> bool:
+        """Follow/block/mute (active=True) or undo it; returns whether anything changed.
+
+        Raises:
+          InvalidRequest: user_id == author_id.
+        """
+        rel = Relation(relation)
+        if user_id == author_id:
+            raise InvalidRequest(("author_id",), f"user {user_id} cannot {rel.value[:-1]} themselves", where="path")
+        fn = {
+            (Relation.FOLLOWS, True): self.store.follow,
+            (Relation.FOLLOWS, False): self.store.unfollow,
+            (Relation.BLOCKS, True): self.store.block,
+            (Relation.BLOCKS, False): self.store.unblock,
+            (Relation.MUTES, True): self.store.mute,
+            (Relation.MUTES, False): self.store.unmute,
+        }[(rel, active)]
+        return bool(fn(user_id, author_id))

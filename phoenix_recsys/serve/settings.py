@@ -1,0 +1,282 @@
+"""Service settings: one validated pydantic model, built by `load_settings` (never at import time).
+
+Precedence, highest first: explicit overrides (CLI flags) > environment variables `PHOENIX_<FIELD>`
+(e.g. `PHOENIX_API_KEY`, `PHOENIX_MAX_K`) > a JSON config file > the defaults below. pydantic-settings
+is not a dependency, so the environment is read here by hand: scalars are parsed by pydantic's lax
+mode ("8000" -> 8000, "true" -> True), container fields (`scoring`, `disabled_filters`,
+`engagement_actions`) are JSON, and an empty string or "none" means None for optional fields.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from phoenix_recsys.serve.filters import FilterConfig, FilterName
+from phoenix_recsys.serve.index import IndexConfig
+from phoenix_recsys.serve.scoring import ScoringConfig
+
+ENV_PREFIX = "PHOENIX_"
+#: The shortest API key accepted: long enough that guessing it over HTTP is hopeless.
+MIN_API_KEY_LENGTH = 16
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class Clock(enum.StrEnum):
+    """Where the request time `now` comes from.
+
+    WALL: the machine clock (a live product).
+    DATA: the newest engagement or post time in the store (the wall clock while the store is
+      empty). Public datasets are historical, so on them the wall clock would make every post years
+      old; the data clock keeps max-age filtering, post age and the popularity window meaningful.
+      Once live events arrive with wall-clock timestamps the two agree; a live product that can go
+      quiet should use WALL, since the data clock stands still without new events.
+    """
+
+    WALL = "wall"
+    DATA = "data"
+
+
+class SettingsError(ValueError):
+    """Settings are invalid; the message names the field and its environment variable."""
+
+
+class ServeSettings(BaseModel):
+    """Everything the feed service and its HTTP API are configured by (see `docs/serving.md`).
+
+    Attributes:
+      host / port: where `serve` binds; loopback by default, so nothing is exposed by accident.
+      api_key: bearer key for write endpoints (and for reads when `protect_reads`).
+      writes_enabled: False (`--read-only`) makes every write endpoint answer 403.
+      insecure_dev: allow writes without any key (local development only).
+      protect_reads: also require the key on read endpoints (default off: see the trust model).
+      max_k / max_rank_candidates / max_retrieve_k / max_history_items / max_events_per_request /
+        max_posts_per_request: request limits; exceeding one is a 422 naming the limit.
+      in_network_limit / in_network_per_author: the in-network source (SPEC 7: 1,200, capped per
+        author so one prolific author cannot fill it).
+      out_of_network_limit: two-tower retrieval candidates per request (SPEC 7: 1,000).
+      cold_start_popular / cold_start_fresh: the cold-start sources' sizes (no history).
+      popular_window_s: count engagements of the last this-many seconds for "popular"; None = all.
+      max_age_s: drop older posts; None (default) because public datasets span years.
+      disabled_filters: filter names to skip (see `FilterName`).
+      engagement_actions: which actions make an event enter the model's history. None = every
+        binary action, the training default of `data.examples`; must match how the bundle was trained.
+      scoring: `ScoringConfig.from_json` overrides, e.g. `{"weights": {"reply": 6.0}}`.
+      clock: see `Clock`.
+      product_surface: the surface the feed is shown on (the candidates' surface token).
+      store_path / index_dir: defaults `<bundle>/store.sqlite` and `<bundle>/index`.
+      index_exact_max_size / hnsw_ef_search: `IndexConfig`.
+      chunk_size: largest candidate chunk of cached-context scoring.
+      warmup: compile every program at start, so the first requests are not slow.
+      faiss_threads: OpenMP threads per FAISS search, applied process-wide by the `serve` and
+        `feed` commands (`apply_process_settings`); None leaves FAISS's default (all cores). One
+        suits a server: concurrency comes from parallel requests, and OpenMP's spin-waiting on a
+        busy machine made one 1,000-result search over 10k posts ~30x slower (25 ms vs 0.7 ms).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = None
+    writes_enabled: bool = True
+    insecure_dev: bool = False
+    protect_reads: bool = False
+
+    max_k: PositiveInt = 200
+    max_rank_candidates: PositiveInt = 5000
+    max_retrieve_k: PositiveInt = 1000
+    max_history_items: PositiveInt = 1000
+    max_events_per_request: PositiveInt = 1000
+    max_posts_per_request: PositiveInt = 1000
+
+    in_network_limit: NonNegInt = 1200
+    in_network_per_author: NonNegInt = 50
+    out_of_network_limit: NonNegInt = 1000
+    cold_start_popular: NonNegInt = 500
+    cold_start_fresh: NonNegInt = 500
+    popular_window_s: PositiveInt | None = None
+
+    max_age_s: PositiveInt | None = None
+    disabled_filters: tuple[str, ...] = ()
+    engagement_actions: tuple[str, ...] | None = None
+    scoring: dict[str, Any] | None = None
+
+    clock: Clock = Clock.DATA
+    product_surface: NonNegInt = 0
+
+    store_path: Path | None = None
+    index_dir: Path | None = None
+    index_exact_max_size: NonNegInt = 50_000
+    hnsw_ef_search: PositiveInt = 128
+    chunk_size: PositiveInt = 1024
+    warmup: bool = True
+    faiss_threads: PositiveInt | None = 1
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("host must be a non-empty address, e.g. 127.0.0.1")
+        return v.strip()
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return None
+        if len(v.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(f"api_key must be at least {MIN_API_KEY_LENGTH} characters")
+        return v
+
+    @field_validator("disabled_filters")
+    @classmethod
+    def _filters(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = {f.value for f in FilterName}
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown filter(s) {bad}; known: {sorted(known)}")
+        return tuple(v)
+
+    @field_validator("engagement_actions")
+    @classmethod
+    def _engagement(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and not v:
+            raise ValueError("engagement_actions must name at least one action (or be null for the default)")
+        return v
+
+    @field_validator("scoring")
+    @classmethod
+    def _scoring(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            ScoringConfig.from_json(v)  # ValueError naming the bad key or weight
+        return v
+
+    @model_validator(mode="after")
+    def _writes_need_a_key(self) -> ServeSettings:
+        # Refusing here means no code path can build an app that accepts anonymous writes by accident.
+        if self.writes_enabled and self.api_key is None and not self.insecure_dev:
+            raise ValueError(
+                "writes are enabled but no API key is set: set PHOENIX_API_KEY (>= "
+                f"{MIN_API_KEY_LENGTH} characters), or run read-only (--read-only), or pass --insecure-dev "
+                "for local development"
+            )
+        return self
+
+    # -- derived configs -----------------------------------------------------------------------
+    def filter_config(self) -> FilterConfig:
+        """The pre-ranking filters' configuration."""
+        return FilterConfig(max_age_s=self.max_age_s, disabled=frozenset(FilterName(f) for f in self.disabled_filters))
+
+    def index_config(self) -> IndexConfig:
+        """The corpus index's configuration."""
+        return IndexConfig(exact_max_size=self.index_exact_max_size, hnsw_ef_search=self.hnsw_ef_search)
+
+    @property
+    def writes_need_key(self) -> bool:
+        """Whether write requests must carry the bearer key (False only in insecure dev mode)."""
+        return self.api_key is not None or not self.insecure_dev
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values, the key masked (for logs and `/healthz`)."""
+        out = self.model_dump(mode="json")
+        out["api_key"] = None if self.api_key is None else "***"
+        return out
+
+
+# -- the factory -------------------------------------------------------------------------------
+def _is_container(annotation: Any) -> bool:
+    """True for dict/tuple/list annotations (possibly Optional), which come from env as JSON."""
+    origin = typing.get_origin(annotation)
+    if origin in (dict, tuple, list):
+        return True
+    return any(_is_container(a) for a in typing.get_args(annotation) if a is not type(None))
+
+
+def _is_optional(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def env_var(field: str) -> str:
+    """The environment variable of a settings field, e.g. `max_k` -> `PHOENIX_MAX_K`."""
+    return ENV_PREFIX + field.upper()
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, info in ServeSettings.model_fields.items():
+        raw = env.get(env_var(name))
+        if raw is None:
+            continue
+        if _is_optional(info.annotation) and raw.strip().lower() in ("", "none", "null"):
+            out[name] = None
+        elif _is_container(info.annotation):
+            try:
+                out[name] = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise SettingsError(f"{env_var(name)} must be JSON ({e})") from None
+        else:
+            out[name] = raw
+    return out
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise SettingsError(f"cannot read settings file {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise SettingsError(f"settings file {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path} must hold a JSON object of setting -> value")
+    return data
+
+
+def load_settings(
+    *, env: Mapping[str, str] | None = None, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> ServeSettings:
+    """Build validated settings from overrides, the environment and an optional JSON file.
+
+    Args:
+      env: the environment to read (default `os.environ`); tests pass a dict.
+      config_file: optional JSON object of setting -> value (lowest precedence but the defaults).
+      **overrides: settings given explicitly (CLI flags); None values are ignored, so a flag left
+        unset does not mask the environment.
+
+    Returns:
+      `ServeSettings`.
+
+    Raises:
+      SettingsError: a value is invalid, naming the field and its environment variable.
+    """
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(_read_config_file(Path(config_file)))
+    merged.update(_from_env(os.environ if env is None else env))
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServeSettings(**merged)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            field = ".".join(str(p) for p in err["loc"])
+            where = f"{field} ({env_var(field)})" if field in ServeSettings.model_fields else (field or "settings")
+            problems.append(f"{where}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

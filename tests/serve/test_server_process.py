@@ -1,0 +1,189 @@
+"""A real `phoenix-recsys serve` process on 127.0.0.1: kill -9 durability and 8 concurrent clients.
+
+Only loopback traffic; every loop is bounded by a deadline or a count. The server starts once for
+the module (plus the restart the durability test needs); the session's XLA cache (conftest) lets
+it load the scoring programs the in-process tests already compiled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+KEY = "test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+START_TIMEOUT_S = 180.0
+CONCURRENT_CLIENTS = 8
+CONCURRENT_SECONDS = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One `serve` subprocess on a fixed store; `start`, `kill` (SIGKILL), `stop` (SIGTERM)."""
+
+    def __init__(self, bundle: Path, data: Path, work: Path, jax_cache: Path) -> None:
+        self.bundle, self.data, self.work = bundle, data, work
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = work / "server.log"
+        self.env = {
+            **os.environ,
+            "PHOENIX_API_KEY": KEY,
+            "PHOENIX_INDEX_DIR": str(work / "index"),
+            "JAX_PLATFORMS": "cpu",
+            "JAX_COMPILATION_CACHE_DIR": str(jax_cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        }
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable, "-m", "phoenix_recsys.cli.main", "serve", str(self.bundle), "--data", str(self.data),
+            "--store", str(self.work / "store.sqlite"), "--host", "127.0.0.1", "--port", str(self.port),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server did not answer /healthz within {START_TIMEOUT_S} s:\n{self.tail()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def server(bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
+    # `runtime` first: the in-process compile fills the shared XLA cache the server then reads.
+    srv = Server(bundle_dir, world.path, tmp_path_factory.mktemp("server"), jax_cache_dir)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _events(client: httpx.Client, user: int) -> list[dict]:
+    r = client.get(f"/v1/users/{user}/events", params={"limit": 1000})
+    assert r.status_code == 200, r.text
+    return r.json()["events"]
+
+
+def test_acknowledged_events_survive_kill_9(server):
+    user = 70_001
+    written = []
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for i in range(12):
+            ev = {"user_id": user, "post_id": i * 7, "actions": ["favorite"], "timestamp": 1_720_000_000 + i}
+            r = c.post("/v1/events", json={"events": [ev]}, headers=AUTH)
+            assert r.status_code == 200, r.text
+            written.append((ev["post_id"], ev["timestamp"]))
+        r = c.put(f"/v1/users/{user}/blocks/5", headers=AUTH)
+        assert r.status_code == 200
+        r = c.post("/v1/posts", json={"posts": [{"post_id": 80_000, "author_id": 9}]}, headers=AUTH)
+        assert r.status_code == 200
+    server.kill()  # no shutdown hook runs: only what was fsynced before each 2xx survives
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        got = [(e["post_id"], e["timestamp"]) for e in _events(c, user)]
+        assert got == written
+        feed = c.post("/v1/feed", json={"user_id": user, "k": 100}).json()
+        assert feed["history_length"] == len(written)
+        served = {i["post_id"] for i in feed["items"]}
+        assert not served & {p for p, _ in written}
+        assert 5 not in {i["author_id"] for i in feed["items"]}
+        items = c.post("/v1/retrieve", json={"user_id": user, "k": 301, "exclude_seen": False}).json()["items"]
+        assert 80_000 in {i["post_id"] for i in items}  # the index was rebuilt from the durable store
+
+
+def test_eight_clients_ten_seconds_no_5xx_no_lost_writes(server):
+    assert server.running()
+    statuses: Counter[int] = Counter()
+    acked: dict[int, list[tuple[int, int]]] = {}
+    failures: list[str] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + CONCURRENT_SECONDS
+
+    def client_loop(i: int) -> None:
+        user = 60_000 + i
+        mine: list[tuple[int, int]] = []
+        local: Counter[int] = Counter()
+        n = 0
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            while time.monotonic() < stop_at and n < 900:  # bounded by time and by count
+                n += 1
+                try:
+                    if n % 3 == 0:
+                        r = c.post("/v1/feed", json={"user_id": user, "k": 20})
+                    elif n % 7 == 0:
+                        r = c.post("/v1/rank", json={"user_id": user, "candidates": [{"post_id": p} for p in range(0, 60, 3)]})
+                    else:
+                        ev = {"user_id": user, "post_id": (n * 13 + i) % 300, "actions": ["click"], "timestamp": 1_730_000_000 + n}
+                        r = c.post("/v1/events", json={"events": [ev]}, headers=AUTH)
+                        if r.status_code == 200:
+                            mine.append((ev["post_id"], ev["timestamp"]))
+                    local[r.status_code] += 1
+                except httpx.HTTPError as e:  # a dropped connection would be a failure too
+                    failures.append(f"client {i}: {type(e).__name__}: {e}")
+                    return
+        with lock:
+            statuses.update(local)
+            acked[user] = mine
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CONCURRENT_CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=CONCURRENT_SECONDS + 120)
+    assert not any(t.is_alive() for t in threads)
+    assert not failures, failures
+    assert not [s for s in statuses if s >= 500], (statuses, server.tail())
+    assert set(statuses) == {200}, statuses
+    assert sum(len(v) for v in acked.values()) > 8  # every client got writes through
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for user, mine in acked.items():
+            assert [(e["post_id"], e["timestamp"]) for e in _events(c, user)] == mine  # none lost, none doubled
+        metrics = c.get("/metrics").text
+    assert 'route="/v1/events",status="200"' in metrics
