@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# Trains and evaluates on synthetic and public data (tens of minutes on 2 cores).
+bench-quality: $(STAMP)
+	$(BIN)/python -m benchmarks.run quality
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark, write `benchmarks/results/*.json`, print tables, refresh BENCHMARKS.md.
 
-Usage: python -m benchmarks.run [NAME ...]   (default: all quick benchmarks)
+Usage: python -m benchmarks.run [NAME ...]   (default: the quick ones; `quality` trains models for minutes)
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from benchmarks.common import machine_info
 # name -> (module, BENCHMARKS.md section title)
 BENCHMARKS = {
     "ranking": ("benchmarks.ranking", "Ranking throughput: cached context vs reference-style full forward"),
+    "quality": ("benchmarks.quality", "Quality"),
 }
+QUICK = ("ranking",)
 DOC = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 
@@ -31,7 +33,7 @@ def _update_doc(name: str, title: str, body: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    names = argv or list(BENCHMARKS)
+    names = argv or list(QUICK)
     m = machine_info()
     machine = f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, JAX {m['jax']} on {m['backend']}, {m['date']}"
     for name in names:

@@ -164,9 +164,10 @@ def load_bundle(bundle_dir: str | os.PathLike[str], kinds: tuple[str, ...] = KIN
             raise BundleError(f"bundle {path}: {kind} checkpoint: {e}") from None
         if cmeta.get("config") != info["config"]:
             raise BundleError(f"bundle {path}: the {kind} checkpoint was saved with another config than bundle.json's")
-        model = cls(cfg, rngs=nnx.Rngs(0))
-        ckpt.restore_model(model, pure)
-        models[kind] = model
+        # Restore straight into the abstract model: a real init would draw every table only to
+        # overwrite it (seconds per process start for large tables).
+        ckpt.restore_model(abstract, pure)
+        models[kind] = abstract
     if not models:
         raise BundleError(f"bundle {path} holds none of the models {list(kinds)}")
     if len(configs) == 2:

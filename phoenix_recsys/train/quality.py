@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +95,10 @@ def jobs() -> dict[str, QualityJob]:
                        "weight_decay": 0.05}, "model": {"history_seq_len": 16, "candidate_seq_len": 8}}, 300),
         "taobao": QualityJob(
             "taobao", "Taobao UserBehavior prefix; a pv is an impression, cart/fav/buy its actions; 80/10/10 time split",
-            _imported("taobao", "taobao-userbehavior-part/UserBehavior-part.csv.gz"), ("ranker",), small, 600),
+            _imported("taobao", "taobao-userbehavior-part/UserBehavior-part.csv.gz"), ("ranker",),
+            # Most of the 55k items are seen once: validate often and stop early against memorising them.
+            {"train": {"eval_every": 50, "patience": 5, "batch_size": 64, "learning_rate": 1e-3,
+                       "weight_decay": 0.05}}, 1000),
     }
 
 
@@ -114,6 +118,7 @@ def run_job(job: QualityJob, work_dir: str | os.PathLike[str], *, steps: int | N
                                   max_examples=job.max_eval_examples)
     write_report(report, raw, bundle_dir)
     summary = {"job": job.name, "description": job.description, "steps": steps or job.steps,
+               "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
                "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(t_train, 1),
                "protocol": report["protocol"], "summary": summarize(report), "report": report}
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
