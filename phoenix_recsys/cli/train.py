@@ -100,6 +100,7 @@ def print_report(report: dict) -> None:
                       "n/a" if cal is None else f"{cal:.3f}")
         console.print(t)
     if "retrieval" in report["model"]:
+        rows = [(n, sec) for n, sec in rows if "retrieval" in sec]
         t = Table(title="retrieval, full corpus (" + report["protocol"].get("retrieval", "") + ")")
         t.add_column("metric")
         for name, _ in rows:

@@ -286,6 +286,7 @@ def metrics_markdown(report: dict[str, Any]) -> list[str]:
                          + f" | {_fmt(m['pr_auc'])} | {_fmt(m['rce'], 2)} | {_fmt(m['calibration'], 3)} |")
     if "retrieval" in report["model"]:
         keys = [k for k in report["model"]["retrieval"] if k != "queries" and not k.startswith("recall@")]
+        rows = [(n, sec) for n, sec in rows if "retrieval" in sec]
         lines += ["", "## Retrieval (full corpus)", "", "| metric | " + " | ".join(n for n, _ in rows) + " |",
                   "|" + "---|" * (len(rows) + 1)]
         for k in keys:
