@@ -20,32 +20,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from phoenix_recsys.actions import ActionVocabulary
+from phoenix_recsys.actions import DEFAULT_ACTION_WEIGHTS, ActionVocabulary
 
 #: The production defaults (SPEC 7). `dwell_time` is per second of predicted dwell.
-PRODUCTION_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {
-        "favorite": 0.5,
-        "reply": 5.0,
-        "repost": 1.0,
-        "photo_expand": 0.05,
-        "click": 0.4,
-        "profile_click": 0.0,
-        "vqv": 0.05,
-        "share": 2.0,
-        "share_via_dm": 5.0,
-        "share_via_copy_link": 20.0,
-        "dwell": 0.0,
-        "quote": 5.0,
-        "quoted_click": 0.05,
-        "follow_author": 4.0,
-        "not_interested": -43.2,
-        "block_author": -31.2,
-        "mute_author": -58.8,
-        "report": -234.0,
-        "dwell_time": 0.004,
-    }
-)
+# One source of truth for the SPEC 7 weights: the action vocabulary module (the model's
+# RankingOutput uses the same defaults); here they are read-only.
+PRODUCTION_WEIGHTS: Mapping[str, float] = MappingProxyType(dict(DEFAULT_ACTION_WEIGHTS))
 
 #: The action whose weight is gated on video duration (SPEC 7: only videos longer than 10 s).
 VQV_ACTION = "vqv"

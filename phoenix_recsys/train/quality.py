@@ -70,7 +70,6 @@ def _kuairand_file() -> str:
 
 def jobs() -> dict[str, QualityJob]:
     """The benchmarks `phoenix-recsys bench` knows."""
-    small = {"train": {"eval_every": 200, "batch_size": 64, "learning_rate": 3e-3}}
     return {
         "synthetic": QualityJob(
             "synthetic", "synthetic world, 1,500 users x 1,000 posts x ~200 impressions (seed 0); global 80/10/10 "
