@@ -55,3 +55,25 @@ def run_cmd(
         return
     print_report(summary["report"])
     console.print(f"{name}: {summary['seconds']} s ({summary['train_seconds']} s data + training)")
+
+
+def _named(job_name: str):
+    def cmd(
+        work: Annotated[Path | None, typer.Option("--work", help="Work directory (default ./runs/bench-NAME).")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", help="Override the training steps.")] = None,
+        results: Annotated[Path | None, typer.Option("--results", help="Also write the summary JSON here.")] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        run_cmd(job_name, work, steps, results, as_json)
+
+    return cmd
+
+
+def _register_named() -> None:
+    from phoenix_recsys.train.quality import jobs
+
+    for name, job in jobs().items():
+        bench_app.command(name, help=f"Shortcut for `bench run {name}`: {job.description}.")(_named(name))
+
+
+_register_named()
