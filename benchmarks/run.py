@@ -15,9 +15,10 @@ from benchmarks.common import machine_info
 # name -> (module, BENCHMARKS.md section title)
 BENCHMARKS = {
     "ranking": ("benchmarks.ranking", "Ranking throughput: cached context vs reference-style full forward"),
+    "feed": ("benchmarks.feed", "Feed latency (full pipeline, one process)"),
     "quality": ("benchmarks.quality", "Quality"),
 }
-QUICK = ("ranking",)
+QUICK = ("ranking", "feed")
 DOC = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 
