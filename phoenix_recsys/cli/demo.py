@@ -1,5 +1,6 @@
 """`make demo`: the main job on the embedded default, end to end, printed.
 
+0. the seeds' run_ranker / run_retrieval demos on a fresh random model (`rank-demo`, `retrieve-demo`),
 1. synthesise a small world with known truth (`data synth`),
 2. train the ranker and the two-tower retriever briefly into one bundle (`train all`),
 3. evaluate on the held-out time split: ours vs popularity vs the oracle ceiling (`evaluate`),
@@ -32,6 +33,11 @@ def main() -> None:
     if root.exists():
         shutil.rmtree(root)
     t0 = time.perf_counter()
+    from phoenix_recsys.cli import demos
+
+    console.rule("[bold]0. the seeds' demos: random weights, our engine")
+    demos.rank_demo(users=1, num_candidates=4)
+    demos.retrieve_demo(users=1, top_k=5)
     console.rule("[bold]1. synthetic world")
     ds = synthesize(data, SynthConfig(num_users=DEMO_USERS, num_posts=DEMO_POSTS,
                                       impressions_per_user=DEMO_IMPRESSIONS, seed=0))
