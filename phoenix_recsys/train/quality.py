@@ -72,9 +72,9 @@ def jobs() -> dict[str, QualityJob]:
     """The benchmarks `phoenix-recsys bench` knows."""
     return {
         "synthetic": QualityJob(
-            "synthetic", "synthetic world, 1,500 users x 1,000 posts x ~200 impressions (seed 0); global 80/10/10 "
-            "time split", _synth(1500, 1000, 200.0), ("ranker", "retrieval"),
-            {"train": {"eval_every": 250, "batch_size": 64, "learning_rate": 3e-3}}, 1500),
+            "synthetic", "synthetic world, 1,000 users x 1,000 posts x ~300 impressions (seed 0); global 80/10/10 "
+            "time split", _synth(1000, 1000, 300.0), ("ranker", "retrieval"),
+            {"train": {"eval_every": 250, "batch_size": 64, "learning_rate": 3e-3}}, 2000),
         "movielens-small": QualityJob(
             "movielens-small", "ml-latest-small ratings (every rating a click, >= 4 a favorite); leave-last-out by time; "
             "retrieval over the full corpus, seen movies excluded",
