@@ -109,7 +109,7 @@ class PhoenixModelConfig:
     """Everything that fixes a ranker's or retriever's parameters and forward semantics.
 
     Our defaults follow the production system (SPEC 5): bidirectional history attention, right-anchored
-    positions with one shared candidate position, non-zero init. `released_v1()` / `released_may()` give
+    positions with one shared candidate position, non-zero init. `model.reference.released_v1()` / `released_may()` give
     the released code's configuration for exact reproduction.
 
     Attributes:

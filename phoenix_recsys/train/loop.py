@@ -97,19 +97,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
             raise ValueError("TrainConfig needs steps or epochs")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+        if self.steps is not None and (not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1):
             raise ValueError(f"TrainConfig.steps must be a positive int, got {self.steps!r}")
         if self.epochs is not None and not self.epochs > 0:
             raise ValueError(f"TrainConfig.epochs must be > 0, got {self.epochs!r}")
         for f in ("batch_size", "eval_every", "eval_max_examples"):
             v = getattr(self, f)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"TrainConfig.{f} must be a positive int, got {v!r}")
         for f in ("learning_rate", "temperature", "grad_clip"):
             if not getattr(self, f) > 0:
                 raise ValueError(f"TrainConfig.{f} must be > 0, got {getattr(self, f)!r}")
-        if self.warmup_steps < 0 or self.patience < 0 or self.weight_decay < 0:
-            raise ValueError("TrainConfig.warmup_steps, patience and weight_decay must be >= 0")
+        for f in ("warmup_steps", "patience", "weight_decay"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"TrainConfig.{f} must be >= 0, got {getattr(self, f)!r}")
         object.__setattr__(self, "positive_actions", tuple(self.positive_actions))
 
     def total_steps(self, num_examples: int) -> int:
