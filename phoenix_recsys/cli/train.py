@@ -49,31 +49,24 @@ def _run(kinds: list[str], data: Path, out: Path, config: Path | None, steps: in
     console.print(table)
 
 
-@train_app.command("ranker")
-@domain_errors
-def train_ranker_cmd(data: DataOpt, out: OutOpt, config: ConfigOpt = None, steps: StepsOpt = None,
-                     epochs: EpochsOpt = None, resume: ResumeOpt = False, protocol: ProtocolOpt = "time",
-                     quiet: QuietOpt = False) -> None:
-    """Train the ranker: per-action masked BCE (+ regression for continuous actions)."""
-    _run(["ranker"], data, out, config, steps, epochs, resume, protocol, quiet)
+def _train_command(kinds: list[str], doc: str):
+    """One `train` subcommand: the shared options, then `_run` on `kinds`."""
+
+    @domain_errors
+    def cmd(data: DataOpt, out: OutOpt, config: ConfigOpt = None, steps: StepsOpt = None, epochs: EpochsOpt = None,
+            resume: ResumeOpt = False, protocol: ProtocolOpt = "time", quiet: QuietOpt = False) -> None:
+        _run(kinds, data, out, config, steps, epochs, resume, protocol, quiet)
+
+    cmd.__doc__ = doc
+    return cmd
 
 
-@train_app.command("retrieval")
-@domain_errors
-def train_retrieval_cmd(data: DataOpt, out: OutOpt, config: ConfigOpt = None, steps: StepsOpt = None,
-                        epochs: EpochsOpt = None, resume: ResumeOpt = False, protocol: ProtocolOpt = "time",
-                        quiet: QuietOpt = False) -> None:
-    """Train the two-tower retriever: in-batch sampled softmax with log-Q correction."""
-    _run(["retrieval"], data, out, config, steps, epochs, resume, protocol, quiet)
-
-
-@train_app.command("all")
-@domain_errors
-def train_all_cmd(data: DataOpt, out: OutOpt, config: ConfigOpt = None, steps: StepsOpt = None,
-                  epochs: EpochsOpt = None, resume: ResumeOpt = False, protocol: ProtocolOpt = "time",
-                  quiet: QuietOpt = False) -> None:
-    """Train both models into one bundle (what `serve` loads)."""
-    _run(["ranker", "retrieval"], data, out, config, steps, epochs, resume, protocol, quiet)
+train_app.command("ranker")(_train_command(
+    ["ranker"], "Train the ranker: per-action masked BCE (+ regression for continuous actions)."))
+train_app.command("retrieval")(_train_command(
+    ["retrieval"], "Train the two-tower retriever: in-batch sampled softmax with log-Q correction."))
+train_app.command("all")(_train_command(
+    ["ranker", "retrieval"], "Train both models into one bundle (what `serve` loads)."))
 
 
 def print_report(report: dict) -> None:
