@@ -47,7 +47,8 @@ def main(argv: list[str]) -> None:
         tbl = mod.table(result)
         print(tbl, flush=True)
         doc = (mod.__doc__ or "").strip()
-        body = f"{doc}\n\nCommand: `make bench` (or `python -m benchmarks.run {name}`). Machine: {machine}.\n\n{tbl}"
+        make = "make bench" if name in QUICK else f"make bench-{name}"
+        body = f"{doc}\n\nCommand: `{make}` (or `python -m benchmarks.run {name}`). Machine: {machine}.\n\n{tbl}"
         _update_doc(name, title, body)
 
 
