@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import xxhash
 
+from phoenix_recsys._fields import reject_unknown_fields
+
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -97,10 +99,7 @@ class HashConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> HashConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"HashConfig: unknown fields {unknown}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
 
 

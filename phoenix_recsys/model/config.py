@@ -9,6 +9,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from phoenix_recsys._fields import reject_unknown_fields
 from phoenix_recsys.actions import PHOENIX_ACTIONS, ActionVocabulary
 from phoenix_recsys.hashing import HashConfig
 
@@ -263,16 +264,10 @@ class PhoenixModelConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PhoenixModelConfig:
         """Build from `to_json` output; unknown keys are an error (a typo must not pass silently)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"PhoenixModelConfig: unknown fields {unknown}")
+        reject_unknown_fields(cls, data)
         kw = dict(data)
         if "model" in kw:
-            tknown = {f.name for f in dataclasses.fields(TransformerConfig)}
-            bad = sorted(set(kw["model"]) - tknown)
-            if bad:
-                raise ValueError(f"TransformerConfig: unknown fields {bad}")
+            reject_unknown_fields(TransformerConfig, kw["model"])
             kw["model"] = TransformerConfig(**kw["model"])
         if "hash_config" in kw:
             kw["hash_config"] = HashConfig.from_json(kw["hash_config"])

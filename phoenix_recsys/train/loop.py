@@ -31,6 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from phoenix_recsys._fields import reject_unknown_fields
 from phoenix_recsys.actions import ActionKind, ActionVocabulary
 from phoenix_recsys.data.batch import RecsysBatch
 from phoenix_recsys.data.examples import PostCorpus, RankingExamples, RetrievalExamples
@@ -126,10 +127,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown fields {unknown}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
 
 
