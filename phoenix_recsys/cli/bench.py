@@ -54,7 +54,14 @@ def run_cmd(
         print_json(summary["summary"])
         return
     print_report(summary["report"])
-    console.print(f"{name}: {summary['seconds']} s ({summary['train_seconds']} s data + training)")
+    if "seeds" in summary:
+        console.print(f"(the table above is seed {summary['seeds'][0]}; over seeds {summary['seeds']}:)")
+        for section, rows in summary["summary"].items():
+            for key, row in rows.items():
+                if "model_sd" in row:
+                    console.print(f"  {section} {key}: model {row['model']:.4f} ± {row['model_sd']:.4f} "
+                                  f"(per seed {row['model_per_seed']})")
+    console.print(f"{name}: {summary['seconds']} s ({summary['train_seconds']} s training)")
 
 
 def _named(job_name: str):

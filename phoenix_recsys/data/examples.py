@@ -29,6 +29,7 @@ from phoenix_recsys.hashing import HashConfig
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_CODES: dict[str, int] = {"train": TRAIN, "val": VAL, "test": TEST}
 SPLITS = ("train", "val", "test", "all")
+HISTORY_TIES = ("strict", "sequence")
 _CHUNK = 1 << 16  # examples per gather chunk: bounds temporary memory and paces the progress bar
 
 
@@ -204,9 +205,15 @@ class _Context:
         if dataset.follows is not None and dataset.follows.num_rows:
             self.follow_keys = np.unique(_pair_key(dataset.column("user_id", "follows"), dataset.column("author_id", "follows")))
 
-    def history(self, cut_rows: np.ndarray, s: int) -> np.ndarray:
-        """`[N, S]` event rows of the last S engaged events before `ts[cut_rows]` (-1 padded, front packed)."""
-        end = self.ceng[self.run_start[cut_rows]]
+    def history_end(self, cut_rows: np.ndarray, ties: str) -> np.ndarray:
+        """Engaged-event count before each cut row: strictly earlier time ("strict") or earlier in the
+        stable (user, timestamp, file position) order ("sequence")."""
+        return self.ceng[self.run_start[cut_rows] if ties == "strict" else cut_rows]
+
+    def history(self, cut_rows: np.ndarray, s: int, ties: str = "strict") -> np.ndarray:
+        """`[N, S]` event rows of the last S engaged events before each cut row (-1 padded, front
+        packed); see `history_end` for `ties`."""
+        end = self.history_end(cut_rows, ties)
         begin = self.ceng[self.user_start[cut_rows]]
         length = np.minimum(end - begin, s)
         pos = (end - length)[:, None] + np.arange(s)[None, :]
@@ -473,13 +480,15 @@ class RetrievalExamples:
     Attributes:
       batch: model input with C = 1 candidate, the target post (and its surface and times).
       target_post_ids / target_timestamps / target_event_rows / user_ids: `[N]` int64.
-      history_timestamps / history_event_rows: `[N, S]` int64, -1 padded.
+      history_timestamps / history_event_rows / history_post_ids: `[N, S]` int64, -1 padded.
       seen_indptr `[U+1]` / seen_post_ids `[nnz]`: per example-user (CSR), the posts of the user's
         engaged events in event order; example i has seen the first `seen_counts[i]` of them, i.e.
         exactly the engagements strictly before its target time. Use for excluding already-engaged
         posts in full-corpus evaluation (`seen_pairs`).
       example_user_index: `[N]` row of each example in the CSR; seen_counts `[N]`.
       protocol: how the examples were built.
+      window_stride: None when there is one example per positive event; else only the examples that
+        end an every-position training window were kept (see `window_ends`).
     """
 
     batch: RecsysBatch
@@ -493,7 +502,9 @@ class RetrievalExamples:
     seen_post_ids: np.ndarray
     example_user_index: np.ndarray
     seen_counts: np.ndarray
+    history_post_ids: np.ndarray
     protocol: str = ""
+    window_stride: int | None = None
 
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
@@ -530,6 +541,7 @@ class RetrievalExamples:
             user_ids=self.user_ids[idx],
             history_timestamps=self.history_timestamps[idx],
             history_event_rows=self.history_event_rows[idx],
+            history_post_ids=self.history_post_ids[idx],
             example_user_index=self.example_user_index[idx],
             seen_counts=self.seen_counts[idx],
         )
@@ -542,6 +554,18 @@ class RetrievalExamples:
             yield self.take(idx)
 
 
+def window_ends(users: np.ndarray, stride: int) -> np.ndarray:
+    """Indices of the examples that end a training window: per user, the newest example and every
+    `stride`-th one before it, so windows of `stride` items tile each user's sequence from its newest
+    end. `users` `[N]` must be grouped by user (as the builders emit them)."""
+    n = users.size
+    if n == 0:
+        return np.zeros(0, np.int64)
+    end = np.flatnonzero(np.r_[users[1:] != users[:-1], True])
+    from_end = end[np.searchsorted(end, np.arange(n))] - np.arange(n)
+    return np.flatnonzero(from_end % stride == 0).astype(np.int64)
+
+
 def build_retrieval_examples(
     dataset: Dataset,
     hash_config: HashConfig,
@@ -551,6 +575,8 @@ def build_retrieval_examples(
     protocol: SplitProtocol | None = None,
     positive_actions: Sequence[str] = ("favorite",),
     engagement_actions: Sequence[str] | None = None,
+    history_ties: str = "strict",
+    window_stride: int | None = None,
     progress: bool = False,
 ) -> RetrievalExamples:
     """One example per positive event of `split`: its history strictly before it, its post the target.
@@ -563,9 +589,17 @@ def build_retrieval_examples(
       protocol: a `TimeSplit` / `LeaveOneOut`; default `split_by_time(dataset, 0.1, 0.1)`.
       positive_actions: an event is a target when any of these is set (SPEC 8: favorite by default).
       engagement_actions: which actions make an event enter histories and `seen` (default: binary).
+      history_ties: "strict" (default, leak-free): events at the target's own timestamp never enter its
+        history. "sequence": the published sequential-recommendation protocol, where a user's events
+        form one sequence in (timestamp, file position) order and everything earlier in it is history,
+        ties included (MovieLens rates many movies within one second).
+      window_stride: keep only the examples that end an every-position training window (`window_ends`)
+        instead of one per positive event: the same training signal in a fraction of the memory.
       progress: Rich progress bar.
     """
     _check_sizes(history_len)
+    if history_ties not in HISTORY_TIES:
+        raise ValueError(f"history_ties must be one of {list(HISTORY_TIES)}, got {history_ties!r}")
     if not positive_actions:
         raise ValueError("positive_actions must name at least one action")
     for name in positive_actions:
@@ -574,6 +608,10 @@ def build_retrieval_examples(
     ctx = _Context(dataset, hash_config, engagement_actions)
     rows, desc = ctx.split_rows(split, protocol)
     rows = rows[dataset.engaged(positive_actions)[rows]]
+    if window_stride is not None:
+        if not isinstance(window_stride, int) or isinstance(window_stride, bool) or window_stride < 1:
+            raise ValueError(f"window_stride must be a positive int or None, got {window_stride!r}")
+        rows = rows[window_ends(ctx.users[rows], window_stride)]
     n = rows.size
     arrs = _alloc(n, s, 1, hash_config, len(dataset.actions))
     users = ctx.users[rows]
@@ -582,7 +620,7 @@ def build_retrieval_examples(
     with progress_bar("retrieval examples", total=-(-n // _CHUNK), enabled=progress) as advance:
         for lo in range(0, n, _CHUNK):
             sl = slice(lo, min(n, lo + _CHUNK))
-            ctx.fill_history(ctx.history(rows[sl], s), arrs, sl)
+            ctx.fill_history(ctx.history(rows[sl], s, history_ties), arrs, sl)
             ctx.fill_candidates(rows[sl, None], arrs, sl)
             advance()
     # Seen CSR over the examples' users: each user's engaged rows form one contiguous run of eng_rows.
@@ -594,7 +632,7 @@ def build_retrieval_examples(
     u_count = ctx.ceng[block_end] - u_begin
     indptr = np.concatenate([[0], np.cumsum(u_count)]).astype(np.int64)
     seen_rows = ctx.eng_rows[concat_ranges(u_begin, u_count)] if ctx.eng_rows.size else np.zeros(0, np.int64)
-    seen_counts = ctx.ceng[ctx.run_start[rows]] - ctx.ceng[ctx.user_start[rows]]
+    seen_counts = ctx.history_end(rows, history_ties) - ctx.ceng[ctx.user_start[rows]]
     return RetrievalExamples(
         batch=_batch(arrs),
         target_post_ids=dataset.column("post_id")[rows],
@@ -607,5 +645,10 @@ def build_retrieval_examples(
         seen_post_ids=dataset.column("post_id")[seen_rows],
         example_user_index=inv.reshape(-1).astype(np.int64),
         seen_counts=seen_counts.astype(np.int64),
-        protocol=f"{desc}; targets: events with {'/'.join(positive_actions)}; history: last {s} engaged events strictly before the target",
+        history_post_ids=np.where(arrs["history_event_rows"] >= 0,
+                                  dataset.column("post_id")[np.maximum(arrs["history_event_rows"], 0)], -1),
+        protocol=f"{desc}; targets: events with {'/'.join(positive_actions)}; history: last {s} engaged events "
+        + ("strictly before the target" if history_ties == "strict" else "before the target in (time, file) order")
+        + (f"; windows ending every {window_stride} targets per user" if window_stride else ""),
+        window_stride=window_stride,
     )

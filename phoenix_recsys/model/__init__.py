@@ -7,6 +7,7 @@ from phoenix_recsys.model.config import (
     PhoenixModelConfig,
     PositionScheme,
     TransformerConfig,
+    UserPooling,
 )
 from phoenix_recsys.model.embeddings import HashEmbeddingTables, RecsysEmbeddings
 from phoenix_recsys.model.mask import make_recsys_attn_mask
@@ -41,6 +42,7 @@ __all__ = [
     "RecsysModelOutput",
     "RetrievalOutput",
     "TransformerConfig",
+    "UserPooling",
     "l2_normalize",
     "make_recsys_attn_mask",
     "probabilities_from_logits",

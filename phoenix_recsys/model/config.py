@@ -21,6 +21,14 @@ class HistoryAttention(enum.StrEnum):
     CAUSAL = "causal"  # what the first released code actually does
 
 
+class UserPooling(enum.StrEnum):
+    """How the retrieval user tower turns its `[user | history]` outputs into one vector."""
+
+    MEAN = "mean"  # the release: mean over valid positions
+    LAST = "last"  # the newest valid position (the user token when there is no history); with causal
+    # history attention this is exactly what every-position next-item training optimises
+
+
 class PositionScheme(enum.StrEnum):
     """Rotary positions of the sequence `[user | history | candidates]`.
 
@@ -138,6 +146,7 @@ class PhoenixModelConfig:
       candidate_tower_linear_proj: the retrieval candidate tower's MLP (False = mean of hash embeddings).
       in_network_feature: the candidate token also carries whether the viewer follows its author (a
         learned 2-row table); not in the release, whose ranker cannot tell in- from out-of-network.
+      user_pooling: see `UserPooling` (retrieval only).
     """
 
     model: TransformerConfig = dataclasses.field(default_factory=TransformerConfig)
@@ -162,6 +171,7 @@ class PhoenixModelConfig:
     num_ip_hashes: int = 0
     candidate_tower_linear_proj: bool = True
     in_network_feature: bool = False
+    user_pooling: UserPooling = UserPooling.MEAN
 
     def __post_init__(self) -> None:
         # Accept plain strings for the enums (configs come from JSON and CLI flags).
@@ -169,6 +179,7 @@ class PhoenixModelConfig:
             ("fprop_dtype", DType),
             ("history_attention", HistoryAttention),
             ("positions", PositionScheme),
+            ("user_pooling", UserPooling),
         ):
             v = getattr(self, f)
             if not isinstance(v, enum_t):

@@ -5,14 +5,14 @@ Axes: B batch, S history, C candidates, N corpus size, D width.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from phoenix_recsys.data.batch import RecsysBatch
-from phoenix_recsys.model.config import PhoenixModelConfig
+from phoenix_recsys.model.config import PhoenixModelConfig, UserPooling
 from phoenix_recsys.model.embeddings import RecsysEmbeddings
 from phoenix_recsys.model.mask import make_recsys_attn_mask
 from phoenix_recsys.model.tokens import PhoenixBase, _param, context_positions
@@ -45,7 +45,8 @@ def l2_normalize(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 class PhoenixRetrievalModel(PhoenixBase):
-    """User tower: the Phoenix transformer over `[user | history]`, mean-pooled, L2-normalised.
+    """User tower: the Phoenix transformer over `[user | history]`, mean- (or last-position-) pooled,
+    L2-normalised.
     Candidate tower: concat(post, author hash embeddings) -> Linear(2D) -> SiLU -> Linear(D) -> L2.
     """
 
@@ -56,21 +57,57 @@ class PhoenixRetrievalModel(PhoenixBase):
             self.candidate_tower_projection_1 = _param(rngs, ((hc.num_item_hashes + hc.num_author_hashes) * d, 2 * d))
             self.candidate_tower_projection_2 = _param(rngs, (2 * d, d))
 
-    def build_user_representation(
-        self, batch: RecsysBatch, embeddings: RecsysEmbeddings | None = None
+    def user_sequence_outputs(
+        self,
+        batch: RecsysBatch,
+        embeddings: RecsysEmbeddings | None = None,
+        *,
+        dropout_rate: float = 0.0,
+        dropout_key: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        """User tower: `[B, D]` unit vectors (float32) and their pre-normalisation norms `[B, 1]`."""
+        """Transformer outputs of every `[user | history]` position, `[B, 1+S, D]` float32, and the
+        mask `[B, 1+S]`. Index 0 is the user token, index 1+j history item j (oldest first).
+
+        `dropout_rate` > 0 (training only, with `dropout_key`) zeroes that fraction of the input
+        tokens' features (inverted dropout), the embedding dropout sequential recommenders train with.
+        """
         emb = self.embed(batch) if embeddings is None else embeddings
         ctx, mask = self.context(batch, emb)
+        if dropout_rate > 0.0:
+            keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, ctx.shape)
+            ctx = jnp.where(keep, ctx / (1.0 - dropout_rate), 0.0).astype(ctx.dtype)
         x = ctx.astype(self.fp)
         t0 = x.shape[1]
         attn = make_recsys_attn_mask(
             t0, t0, x.dtype, history_attention=self.config.history_attention, padding_mask=mask
         )
         out, _ = self.transformer(x, attn, context_positions(mask, self.config.positions))
-        m = mask[..., None].astype(jnp.float32)
-        pooled = jnp.sum(out * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+        return out.astype(jnp.float32), mask
+
+    def build_user_representation(
+        self, batch: RecsysBatch, embeddings: RecsysEmbeddings | None = None, **dropout: Any
+    ) -> tuple[jax.Array, jax.Array]:
+        """User tower: `[B, D]` unit vectors (float32) and their pre-normalisation norms `[B, 1]`,
+        pooled as `config.user_pooling` says. `dropout`: see `user_sequence_outputs`."""
+        out, mask = self.user_sequence_outputs(batch, embeddings, **dropout)
+        if self.config.user_pooling is UserPooling.LAST:
+            # Histories are oldest-first, so the newest valid position is the highest valid index.
+            last = jnp.max(jnp.where(mask, jnp.arange(mask.shape[1]), 0), axis=1)
+            pooled = jnp.take_along_axis(out, last[:, None, None], axis=1)[:, 0]
+        else:
+            m = mask[..., None].astype(jnp.float32)
+            pooled = jnp.sum(out * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
         return l2_normalize(pooled)
+
+    def user_sequence_representations(
+        self, batch: RecsysBatch, embeddings: RecsysEmbeddings | None = None, **dropout: Any
+    ) -> tuple[jax.Array, jax.Array]:
+        """Unit vectors of every `[user | history]` position `[B, 1+S, D]` and the mask `[B, 1+S]`:
+        with causal history attention, position t is the user tower as of right after history item
+        t-1, which is what every-position next-item training scores. `dropout`: see
+        `user_sequence_outputs`."""
+        out, mask = self.user_sequence_outputs(batch, embeddings, **dropout)
+        return l2_normalize(out)[0], mask
 
     def build_candidate_representation(self, post_embeddings: jax.Array, author_embeddings: jax.Array) -> jax.Array:
         """Candidate tower.

@@ -752,7 +752,9 @@ class FeedService:
         self.vocab = runtime.vocab
         self.scoring = feed_scoring_config(runtime.vocab, settings.scoring)
         self.filter_config: FilterConfig = settings.filter_config()
-        self._engagement = hist.engagement_names(runtime.vocab, settings.engagement_actions)
+        # Unset: the history rule the ranker was trained with (every binary action when unrecorded).
+        self._engagement = hist.engagement_names(
+            runtime.vocab, settings.engagement_actions or runtime.bundle.train_config("ranker").get("engagement_actions"))
         self._latest = store.latest_timestamp()
         self._clock_lock = threading.Lock()
         self._post_lock = threading.Lock()

@@ -76,8 +76,8 @@ class ServeSettings(BaseModel):
       popular_window_s: count engagements of the last this-many seconds for "popular"; None = all.
       max_age_s: drop older posts; None (default) because public datasets span years.
       disabled_filters: filter names to skip (see `FilterName`).
-      engagement_actions: which actions make an event enter the model's history. None = every
-        binary action, the training default of `data.examples`; must match how the bundle was trained.
+      engagement_actions: which actions make an event enter the model's history. None = the rule the
+        bundle's ranker was trained with (recorded in the bundle; every binary action by default).
       scoring: `ScoringConfig.from_json` overrides, e.g. `{"weights": {"reply": 6.0}}`.
       clock: see `Clock`.
       product_surface: the surface the feed is shown on (the candidates' surface token).

@@ -62,6 +62,11 @@ class Bundle:
     def dataset_hash(self) -> str | None:
         return self.meta.get("dataset", {}).get("content_hash")
 
+    def train_config(self, kind: str) -> dict[str, Any]:
+        """The `TrainConfig` JSON the `kind` ("ranker" / "retrieval") model was trained with, {} when
+        unknown (imported weights): evaluation and serving build histories by the same rules."""
+        return (self.meta.get("models", {}).get(kind, {}) or {}).get("train_config") or {}
+
     def fingerprint(self) -> str:
         """Identifies the exact parameters (for caches such as the corpus index)."""
         return "|".join(f"{k}:{self.meta['models'][k]['checksum']}" for k in sorted(self.meta.get("models", {})))

@@ -170,8 +170,9 @@ def evaluate_bundle(
     data = EvalData(protocol=protocol.describe())
 
     if bundle.ranker is not None:
+        engagement = bundle.train_config("ranker").get("engagement_actions")
         ex = build_ranking_examples(ds, hc, history_len=cfg.history_seq_len, max_candidates=cfg.candidate_seq_len,
-                                    split=split, protocol=protocol, progress=progress)
+                                    split=split, protocol=protocol, engagement_actions=engagement, progress=progress)
         if max_examples is not None and len(ex) > max_examples:
             ex = ex.take(np.arange(max_examples))
         if len(ex) == 0:
@@ -188,16 +189,18 @@ def evaluate_bundle(
             report["oracle"]["ranker"] = ranker_metrics(ex.true_probs, ex)
         report["protocol"]["ranker"] = (
             f"{len(ex)} examples, {int(ex.candidate_mask.sum())} impressions; history = last "
-            f"{cfg.history_seq_len} engagements strictly before each impression"
+            f"{cfg.history_seq_len} engagements ({'/'.join(engagement) if engagement else 'any binary action'}) "
+            "strictly before each impression"
         )
 
     if bundle.retrieval is not None:
-        trained_on = ((bundle.meta.get("models", {}).get("retrieval", {}) or {}).get("train_config") or {}).get(
-            "positive_actions")
-        # Evaluate on the targets the retriever was trained for, unless told otherwise.
-        positives = tuple(retrieval_positive_actions or trained_on or default_positive_actions(ds.actions))
+        trained = bundle.train_config("retrieval")
+        # Evaluate on the targets (and with the history rule) the retriever was trained for, unless told otherwise.
+        positives = tuple(retrieval_positive_actions or trained.get("positive_actions")
+                          or default_positive_actions(ds.actions))
         rex = build_retrieval_examples(ds, hc, history_len=cfg.history_seq_len, split=split, protocol=protocol,
-                                       positive_actions=positives, progress=progress)
+                                       positive_actions=positives, history_ties=trained.get("history_ties", "strict"),
+                                       engagement_actions=trained.get("engagement_actions"), progress=progress)
         if max_examples is not None and len(rex) > max_examples:
             rex = rex.take(np.arange(max_examples))
         if len(rex) == 0:
@@ -222,7 +225,10 @@ def evaluate_bundle(
                                                            corpus.post_ids, rex, ks)
         report["protocol"]["retrieval"] = (
             f"{len(rex)} queries ({'/'.join(positives)} events), full corpus of {len(corpus.post_ids)} posts, "
-            "already-engaged posts excluded, ties broken uniformly at random (in expectation)"
+            "already-engaged posts excluded, ties broken uniformly at random (in expectation); history = last "
+            f"{cfg.history_seq_len} engagements "
+            + ("before each target in (time, file) order" if trained.get("history_ties") == "sequence"
+               else "strictly before each target")
         )
     for k in [k for k, v in report["baselines"].items() if not v]:
         del report["baselines"][k]

@@ -9,6 +9,7 @@ are updated in place; the Python loop only does I/O.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -34,8 +35,14 @@ from rich.progress import (
 from phoenix_recsys._fields import reject_unknown_fields
 from phoenix_recsys.actions import ActionKind, ActionVocabulary
 from phoenix_recsys.data.batch import RecsysBatch
-from phoenix_recsys.data.examples import PostCorpus, RankingExamples, RetrievalExamples
-from phoenix_recsys.model.config import PhoenixModelConfig
+from phoenix_recsys.data.examples import (
+    HISTORY_TIES,
+    PostCorpus,
+    RankingExamples,
+    RetrievalExamples,
+    window_ends,
+)
+from phoenix_recsys.model.config import HistoryAttention, PhoenixModelConfig, UserPooling
 from phoenix_recsys.model.ranker import PhoenixModel
 from phoenix_recsys.model.retrieval import PhoenixRetrievalModel
 from phoenix_recsys.train import checkpoint as ckpt
@@ -50,6 +57,8 @@ from phoenix_recsys.train.inference import (
 from phoenix_recsys.train.metrics import auroc
 
 MIN_EVAL_POSITIVES = 10
+RETRIEVAL_OBJECTIVES = ("last", "every_position")
+NEGATIVES = ("in_batch", "corpus")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +84,29 @@ class TrainConfig:
       temperature: retrieval softmax temperature.
       positive_actions: which actions make a retrieval positive (favorite by default).
       log_q_correction: subtract log item frequency from in-batch logits.
+      retrieval_objective: "last": one (history, next positive) pair per example, the user tower pooled
+        as the model says. "every_position": causal next-item training, every history position
+        predicting the positive that follows it in one forward (needs history_attention "causal" and
+        user_pooling "last", so serving scores with exactly the trained position).
+      sequence_stride: with "every_position", one training window per user every this many positives,
+        counted back from the newest (None: the history length S, so windows tile each sequence).
+      negatives: "in_batch" (sampled softmax over the batch's targets, log-Q corrected) or "corpus"
+        (full softmax over every corpus post each step: exact, no sampling bias, cost grows with the
+        corpus; meant for corpora up to some tens of thousands of posts).
+      history_ties: how training and evaluation examples treat events sharing the target's timestamp
+        (see `build_retrieval_examples`): "strict" or "sequence".
+      engagement_actions: which actions make an event enter histories (and the retriever's `seen`);
+        None = every binary action. Naming a continuous action counts `value > 0`, e.g. "play_time"
+        on a random-exposure log puts every watched impression, clicked or not, into the history, so
+        the model sees the user's recent click rate. Evaluation and serving read it from the bundle.
+      selection_metric: the validation metric that picks the best checkpoint and drives early stopping
+        (None: "mean_auroc" for the ranker, "hr@100" for the retriever; also "auroc/<action>", "hr@10",
+        "ndcg@10").
+      token_dropout: retrieval training only: the fraction of the user tower's input token features
+        zeroed at each step (embedding dropout; 0 = off). Serving and evaluation never drop.
+      targets_per_step: with "every_position", score only this many (history position, target) pairs
+        per step, drawn from the batch's valid ones (padded when fewer): padding positions then cost
+        nothing in the softmax, which dominates the step. None: every position of the batch.
     """
 
     steps: int | None = 1000
@@ -94,6 +126,14 @@ class TrainConfig:
     temperature: float = 0.05
     positive_actions: tuple[str, ...] = ("favorite",)
     log_q_correction: bool = True
+    retrieval_objective: str = "last"
+    sequence_stride: int | None = None
+    negatives: str = "in_batch"
+    history_ties: str = "strict"
+    targets_per_step: int | None = None
+    engagement_actions: tuple[str, ...] | None = None
+    token_dropout: float = 0.0
+    selection_metric: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
@@ -112,7 +152,22 @@ class TrainConfig:
         for f in ("warmup_steps", "patience", "weight_decay"):
             if getattr(self, f) < 0:
                 raise ValueError(f"TrainConfig.{f} must be >= 0, got {getattr(self, f)!r}")
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise ValueError(f"TrainConfig.token_dropout must be in [0, 1), got {self.token_dropout!r}")
+        for f, choices in (("retrieval_objective", RETRIEVAL_OBJECTIVES), ("negatives", NEGATIVES),
+                           ("history_ties", HISTORY_TIES)):
+            if getattr(self, f) not in choices:
+                raise ValueError(f"TrainConfig.{f} must be one of {list(choices)}, got {getattr(self, f)!r}")
+        for f in ("sequence_stride", "targets_per_step"):
+            v = getattr(self, f)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"TrainConfig.{f} must be a positive int or null, got {v!r}")
         object.__setattr__(self, "positive_actions", tuple(self.positive_actions))
+        if self.engagement_actions is not None:
+            if isinstance(self.engagement_actions, str) or not self.engagement_actions:
+                raise ValueError("TrainConfig.engagement_actions must be a non-empty list of action names or null, "
+                                 f"got {self.engagement_actions!r}")
+            object.__setattr__(self, "engagement_actions", tuple(self.engagement_actions))
 
     def total_steps(self, num_examples: int) -> int:
         """Steps to run for a training set of `num_examples`."""
@@ -123,6 +178,8 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["positive_actions"] = list(self.positive_actions)
+        if self.engagement_actions is not None:
+            d["engagement_actions"] = list(self.engagement_actions)
         return d
 
     @classmethod
@@ -265,7 +322,7 @@ def train_ranker(
 
     result = _fit(
         model, loss_fn, get_batch, len(train), evaluate if val is not None and len(val) else None,
-        "mean_auroc", cfg, Path(run_dir), resume, {"kind": "ranker", "model": model_cfg.to_json()}, progress,
+        cfg.selection_metric or "mean_auroc", cfg, Path(run_dir), resume, {"kind": "ranker", "model": model_cfg.to_json()}, progress,
         loss_names=list(acts.names),
     )
     return model, result
@@ -288,6 +345,47 @@ def item_log_q(train_post_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]
     return lookup
 
 
+def sequence_targets(
+    part: RetrievalExamples, positive_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Next-item targets of every `[user | history]` position of a window.
+
+    Position 0 (the user token) predicts history item 0, position 1+j predicts item j+1, and the
+    newest valid position predicts the example's own target. A position counts only when its target
+    is a positive (any action in `positive_index`); positions past the newest are padding.
+
+    Returns:
+      post hashes `[B, 1+S, h_i]`, author hashes `[B, 1+S, h_a]`, post ids `[B, 1+S]` (-1 = none) and
+      valid `[B, 1+S]` bool.
+    """
+    b = part.batch
+    hist_p, hist_a = np.asarray(b.history_post_hashes), np.asarray(b.history_author_hashes)
+    n, s = hist_p.shape[:2]
+    length = (hist_p[:, :, 0] != 0).sum(axis=1)
+    rows = np.arange(n)
+    tp = np.concatenate([hist_p, np.zeros_like(hist_p[:, :1])], axis=1)
+    ta = np.concatenate([hist_a, np.zeros_like(hist_a[:, :1])], axis=1)
+    ids = np.concatenate([part.history_post_ids, np.full((n, 1), -1, np.int64)], axis=1)
+    hist_pos = np.asarray(b.history_actions)[:, :, positive_index].any(axis=-1)
+    valid = np.concatenate([hist_pos & (np.arange(s)[None, :] < length[:, None]), np.zeros((n, 1), bool)], axis=1)
+    tp[rows, length] = np.asarray(b.candidate_post_hashes)[:, 0]
+    ta[rows, length] = np.asarray(b.candidate_author_hashes)[:, 0]
+    ids[rows, length] = part.target_post_ids
+    valid[rows, length] = True
+    return tp, ta, ids, valid
+
+
+def pick_targets(valid: np.ndarray, count: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices of `count <= valid.size` positions: valid ones first (a random subset when there are
+    more), then invalid ones as padding; all positions, in order, when `count` is None."""
+    if count is None:
+        return np.arange(valid.size)
+    good, bad = np.flatnonzero(valid), np.flatnonzero(~valid)
+    if good.size >= count:
+        return np.sort(rng.choice(good, count, replace=False))
+    return np.concatenate([good, bad[: count - good.size]])
+
+
 def train_retrieval(
     model_cfg: PhoenixModelConfig,
     cfg: TrainConfig,
@@ -299,26 +397,75 @@ def train_retrieval(
     resume: bool = False,
     progress: bool = True,
 ) -> tuple[PhoenixRetrievalModel, TrainResult]:
-    """Train the two-tower retriever with in-batch sampled softmax (+ log-Q correction).
+    """Train the two-tower retriever with a softmax over in-batch targets (+ log-Q correction) or over
+    the whole corpus, on one target per example or on every history position (`cfg.retrieval_objective`).
 
     Validation: full-corpus HR@100 on up to `eval_max_examples` validation examples.
     """
     if len(train) == 0:
         raise ValueError("no retrieval training examples: no positive events in the train split")
+    every = cfg.retrieval_objective == "every_position"
+    if every and (model_cfg.history_attention is not HistoryAttention.CAUSAL
+                  or model_cfg.user_pooling is not UserPooling.LAST):
+        raise ValueError(
+            'retrieval_objective "every_position" needs model.history_attention "causal" (a position must not see '
+            'the items it predicts) and model.user_pooling "last" (serving must score the trained position); got '
+            f"{model_cfg.history_attention.value!r} / {model_cfg.user_pooling.value!r}"
+        )
     model = PhoenixRetrievalModel(model_cfg, rngs=nnx.Rngs(cfg.seed))
     logq = item_log_q(train.target_post_ids)
     temperature = cfg.temperature
-    use_logq = cfg.log_q_correction
+    use_logq = cfg.log_q_correction and cfg.negatives == "in_batch"
+    positive_index = np.asarray([model_cfg.actions.index(a) for a in cfg.positive_actions])
+    windows = np.arange(len(train))
+    if every:
+        stride = cfg.sequence_stride or model_cfg.history_seq_len
+        if train.window_stride is None:
+            windows = window_ends(train.user_ids, stride)
+        elif train.window_stride != stride:
+            raise ValueError(f"the training examples hold windows every {train.window_stride} targets but "
+                             f"sequence_stride is {stride}; build them with window_stride={stride}")
+    corpus_p, corpus_a = jnp.asarray(corpus.post_hashes), jnp.asarray(corpus.author_hashes)
+    # Which positions a step scores when targets_per_step subsamples; seeded, but unlike the batch
+    # order not replayed exactly on --resume (it only picks among equally valid targets).
+    rng = np.random.default_rng([cfg.seed, 1])
+    steps = itertools.count()  # dropout masks: one fresh key per step
+    per_step = None if cfg.targets_per_step is None else min(cfg.targets_per_step,
+                                                             cfg.batch_size * (model_cfg.history_seq_len + 1))
 
-    def loss_fn(m: PhoenixRetrievalModel, batch: RecsysBatch, ids: jax.Array, log_q: jax.Array):
-        user, _ = m.build_user_representation(batch)
-        item = m.encode_posts(jnp.asarray(batch.candidate_post_hashes)[:, 0], jnp.asarray(batch.candidate_author_hashes)[:, 0])
-        loss = losses.retrieval_loss(user, item, ids, log_q if use_logq else jnp.zeros_like(log_q), temperature)
+    def loss_fn(m: PhoenixRetrievalModel, batch: RecsysBatch, tp: jax.Array, ta: jax.Array, ids: jax.Array,
+                log_q: jax.Array, corpus_idx: jax.Array, valid: jax.Array, picked: jax.Array, step: jax.Array):
+        drop = {"dropout_rate": cfg.token_dropout, "dropout_key": jax.random.fold_in(jax.random.key(cfg.seed), step)}
+        if every:
+            reps, _ = m.user_sequence_representations(batch, **drop)
+            user = reps.reshape(-1, reps.shape[-1])[picked]
+        else:
+            user, _ = m.build_user_representation(batch, **drop)
+        if cfg.negatives == "corpus":
+            items = m.encode_posts(corpus_p, corpus_a)
+            logits = (user @ items.astype(jnp.float32).T) / temperature
+            loss = losses.masked_softmax_loss(logits, corpus_idx, valid)
+        else:
+            item = m.encode_posts(tp, ta)
+            loss = losses.retrieval_loss(user, item, ids, log_q if use_logq else jnp.zeros_like(log_q), temperature,
+                                         valid)
         return loss, jnp.zeros((1,))
 
     def get_batch(idx: np.ndarray):
-        part = train.take(idx)
-        return (part.batch, part.target_post_ids, logq(part.target_post_ids))
+        part = train.take(windows[idx])
+        if every:
+            tp, ta, ids, valid = sequence_targets(part, positive_index)
+            picked = pick_targets(valid.reshape(-1), per_step, rng)
+            tp, ta = tp.reshape(-1, tp.shape[-1])[picked], ta.reshape(-1, ta.shape[-1])[picked]
+            ids, valid = ids.reshape(-1)[picked], valid.reshape(-1)[picked]
+        else:
+            tp = np.asarray(part.batch.candidate_post_hashes)[:, 0]
+            ta = np.asarray(part.batch.candidate_author_hashes)[:, 0]
+            ids, valid = part.target_post_ids, np.ones(len(part), bool)
+            picked = np.arange(len(part))
+        corpus_idx = np.clip(np.searchsorted(corpus.post_ids, ids), 0, len(corpus.post_ids) - 1)
+        return (part.batch, tp, ta, ids, logq(ids), corpus_idx.astype(np.int32), valid, picked.astype(np.int32),
+                np.int32(next(steps)))
 
     def evaluate(m: PhoenixRetrievalModel) -> dict[str, float]:
         sub = val.take(np.arange(min(len(val), cfg.eval_max_examples)))
@@ -327,8 +474,8 @@ def train_retrieval(
         return {"hr@10": res["hr@10"], "hr@100": res["hr@100"], "ndcg@10": res["ndcg@10"]}
 
     result = _fit(
-        model, loss_fn, get_batch, len(train), evaluate if val is not None and len(val) else None,
-        "hr@100", cfg, Path(run_dir), resume, {"kind": "retrieval", "model": model_cfg.to_json()}, progress,
+        model, loss_fn, get_batch, len(windows), evaluate if val is not None and len(val) else None,
+        cfg.selection_metric or "hr@100", cfg, Path(run_dir), resume, {"kind": "retrieval", "model": model_cfg.to_json()}, progress,
         loss_names=[],
     )
     return model, result
@@ -436,7 +583,10 @@ def _fit(
                     nnx.update((model, optimizer), state)
                     metrics = evaluate(model)
                     rec["val"] = metrics
-                    value = metrics.get(metric_name, float("nan"))
+                    if metric_name not in metrics:
+                        raise ValueError(f"selection_metric {metric_name!r} is not a validation metric of this "
+                                         f"model; choose one of {sorted(metrics)}")
+                    value = metrics[metric_name]
                     if math.isfinite(value) and value > best_metric:
                         best_metric, best_step, bad_evals = value, step, 0
                         save(best_dir, step)

@@ -1,5 +1,5 @@
 """Training losses (SPEC 8): per-action masked BCE + continuous regression for the ranker, and a
-log-Q-corrected in-batch sampled softmax for the retriever.
+log-Q-corrected in-batch sampled softmax (or a full corpus softmax) for the retriever.
 
 Axes: B batch, C candidates, A actions, D width.
 """
@@ -102,5 +102,21 @@ def retrieval_loss(
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.arange(b))
     if valid is None:
         return jnp.mean(loss)
+    v = valid.astype(jnp.float32)
+    return jnp.sum(loss * v) / jnp.maximum(jnp.sum(v), 1.0)
+
+
+def masked_softmax_loss(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+    """Full softmax cross-entropy over a fixed item set (the whole corpus), averaged over valid rows.
+
+    Args:
+      logits: `[M, N]` scores of every row against every item (already divided by the temperature).
+      labels: `[M]` int index of each row's positive item.
+      valid: `[M]` bool, rows that count.
+
+    Returns:
+      scalar mean loss over valid rows (0 when none is).
+    """
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
     v = valid.astype(jnp.float32)
     return jnp.sum(loss * v) / jnp.maximum(jnp.sum(v), 1.0)

@@ -139,12 +139,10 @@ def train_job(
         tcfg = config.train_config(kind, steps=steps, epochs=epochs)
         run_dir = out / kind
         if kind == "ranker":
-            tr = build_ranking_examples(ds, hc, history_len=model_cfg.history_seq_len,
-                                        max_candidates=model_cfg.candidate_seq_len, split="train", protocol=proto,
-                                        progress=progress)
-            va = build_ranking_examples(ds, hc, history_len=model_cfg.history_seq_len,
-                                        max_candidates=model_cfg.candidate_seq_len, split="val", protocol=proto,
-                                        progress=progress)
+            tr, va = (build_ranking_examples(ds, hc, history_len=model_cfg.history_seq_len,
+                                             max_candidates=model_cfg.candidate_seq_len, split=split, protocol=proto,
+                                             engagement_actions=tcfg.engagement_actions, progress=progress)
+                      for split in ("train", "val"))
             model, res = train_ranker(model_cfg, tcfg, tr, va, run_dir, resume=resume, progress=progress)
         elif kind == "retrieval":
             if "positive_actions" not in {**config.train, **config.retrieval}:
@@ -155,10 +153,14 @@ def train_job(
                         f"retrieval positive action {a!r} is not in dataset {ds.name!r} ({list(ds.actions.names)}); "
                         'set "retrieval": {"positive_actions": [...]} in --config'
                     )
-            tr = build_retrieval_examples(ds, hc, history_len=model_cfg.history_seq_len, split="train",
-                                          protocol=proto, positive_actions=tcfg.positive_actions, progress=progress)
-            va = build_retrieval_examples(ds, hc, history_len=model_cfg.history_seq_len, split="val",
-                                          protocol=proto, positive_actions=tcfg.positive_actions, progress=progress)
+            every = tcfg.retrieval_objective == "every_position"
+            tr, va = (build_retrieval_examples(ds, hc, history_len=model_cfg.history_seq_len, split=split,
+                                               protocol=proto, positive_actions=tcfg.positive_actions,
+                                               history_ties=tcfg.history_ties,
+                                               engagement_actions=tcfg.engagement_actions, progress=progress,
+                                               window_stride=(tcfg.sequence_stride or model_cfg.history_seq_len)
+                                               if every and split == "train" else None)
+                      for split in ("train", "val"))
             model, res = train_retrieval(model_cfg, tcfg, tr, va, post_corpus(ds, hc), run_dir, resume=resume,
                                          progress=progress)
         else:

@@ -219,6 +219,26 @@ def test_leave_one_out(tmp_path, hash_config):
     assert v.target_post_ids.tolist() == [5]
 
 
+def test_history_ties_sequence_follows_source_order(tmp_path, hash_config):
+    """"sequence" (the published sequential protocol) puts earlier-in-file events of the target's own
+    second into its history and its seen set; "strict" keeps them out; history_post_ids mirror rows."""
+    vocab = ActionVocabulary.binary(["click"])
+    ev = {"user_id": [1] * 5, "post_id": [1, 2, 3, 5, 4], "author_id": [0] * 5, "timestamp": [10, 20, 30, 40, 40],
+          "product_surface": [0] * 5, "click": [True] * 5}
+    posts = {"post_id": [1, 2, 3, 4, 5], "author_id": [0] * 5, "created_at": [0] * 5}
+    ds = write_dataset(tmp_path / "d", ev, posts, None, vocab, name="d", source="t")
+    kw = dict(history_len=4, split="test", protocol=leave_one_out(), positive_actions=("click",))
+    strict = build_retrieval_examples(ds, hash_config, **kw)
+    seq = build_retrieval_examples(ds, hash_config, history_ties="sequence", **kw)
+    assert strict.history_post_ids[0].tolist() == [1, 2, 3, -1] and strict.seen_posts(0).tolist() == [1, 2, 3]
+    assert seq.history_post_ids[0].tolist() == [1, 2, 3, 5] and seq.seen_posts(0).tolist() == [1, 2, 3, 5]
+    assert "(time, file) order" in seq.protocol and "strictly before" in strict.protocol
+    # The history tokens follow: the newest slot now holds post 5's hashes.
+    np.testing.assert_array_equal(seq.batch.history_post_hashes[0, 3], post_corpus(ds, hash_config).post_hashes[4])
+    with pytest.raises(ValueError, match="history_ties must be one of"):
+        build_retrieval_examples(ds, hash_config, history_ties="loose", **kw)
+
+
 def test_retrieval_seen_pairs_match_brute_force(tiny_synth, hash_config):
     proto = split_by_time(tiny_synth)
     r = build_retrieval_examples(tiny_synth, hash_config, history_len=S, split="test", protocol=proto)

@@ -155,3 +155,48 @@ def test_top_k_out_of_range(k):
 def test_exclude_mask_wrong_shape():
     with pytest.raises(ValueError, match="exclude_mask"):
         retrieve_top_k(jnp.ones((2, 4)), jnp.ones((10, 4)), 3, jnp.zeros((2, 9), bool))
+
+
+def _sequence_towers(model):
+    graphdef, state = nnx.split(model)
+    user = jax.jit(lambda st, b: nnx.merge(graphdef, st).build_user_representation(b)[0])
+    seq = jax.jit(lambda st, b: nnx.merge(graphdef, st).user_sequence_representations(b))
+    return (lambda b: np.asarray(user(state, b))), (lambda b: tuple(map(np.asarray, seq(state, b))))
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_last_pooling_is_the_newest_valid_position(cfg, make_retriever, attention):
+    """user_pooling "last" returns exactly the newest valid position's vector (the user token's when
+    the history is empty), which is what every-position training optimises."""
+    c = cfg.replace(history_attention=attention, user_pooling="last")
+    user, seq = _sequence_towers(make_retriever(c))
+    b = random_batch(c, 6, 1, seed=4, min_history=0)
+    length = (b.history_post_hashes[:, :, 0] != 0).sum(axis=1)
+    reps, mask = seq(b)
+    np.testing.assert_allclose(user(b), reps[np.arange(6), length], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(reps, axis=-1), 1.0, atol=1e-5)
+    empty = b._replace(history_post_hashes=np.zeros_like(b.history_post_hashes))
+    np.testing.assert_allclose(user(empty), seq(empty)[0][:, 0], atol=1e-6)
+
+
+def test_causal_positions_do_not_see_later_history(cfg, make_retriever):
+    """With causal history attention the representation after item t depends on items <= t only:
+    cutting the history after t, or replacing what follows it, leaves positions 0..t unchanged."""
+    c = cfg.replace(history_attention="causal", user_pooling="last")
+    _, seq = _sequence_towers(make_retriever(c))
+    s = c.history_seq_len
+    b = random_batch(c, 4, 1, seed=9, min_history=s)
+    full, _ = seq(b)
+    k = 5
+    keep = (np.arange(s) < k)
+    cut = b._replace(history_post_hashes=b.history_post_hashes * keep[None, :, None],
+                     history_author_hashes=b.history_author_hashes * keep[None, :, None],
+                     history_actions=b.history_actions * keep[None, :, None])
+    other = random_batch(c, 4, 1, seed=10, min_history=s)
+    swapped = b._replace(**{f: np.where(keep[None, :, None] if getattr(b, f).ndim == 3 else keep[None, :],
+                                        getattr(b, f), getattr(other, f))
+                            for f in ("history_post_hashes", "history_author_hashes", "history_actions",
+                                      "history_product_surface")})
+    np.testing.assert_allclose(seq(cut)[0][:, : k + 1], full[:, : k + 1], atol=2e-5)
+    np.testing.assert_allclose(seq(swapped)[0][:, : k + 1], full[:, : k + 1], atol=2e-5)
+    assert not np.allclose(seq(swapped)[0][:, k + 2 :], full[:, k + 2 :], atol=1e-3)

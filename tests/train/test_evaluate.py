@@ -14,6 +14,7 @@ from phoenix_recsys.data.schema import write_dataset
 from phoenix_recsys.train.bundle import load_bundle
 from phoenix_recsys.train.evaluate import RETRIEVAL_KS, evaluate_bundle, write_report
 from phoenix_recsys.train.inference import predict_ranker
+from phoenix_recsys.train.loop import TrainConfig
 from phoenix_recsys.train.metrics import auroc
 
 runner = CliRunner()
@@ -183,3 +184,35 @@ def test_cli_retrieval_positive_action_must_exist(world, tmp_path):
     r = runner.invoke(app, ["train", "retrieval", "--data", str(world.path), "--out", str(tmp_path / "b"),
                             "--config", str(tmp_path / "c.json"), "--quiet"])
     _assert_clean_failure(r, "retrieval positive action 'like' is not in dataset")
+
+
+def test_engagement_actions_shape_history_in_training_and_evaluation(world, job_config, tmp_path):
+    """A ranker trained with engagement_actions records them; evaluation rebuilds histories with them
+    (and says so), instead of silently using the default rule."""
+    from phoenix_recsys.train.run import JobConfig, train_job
+
+    cfg = JobConfig(job_config["model"], {**job_config["train"], "engagement_actions": ["favorite"]}, {}, {})
+    train_job(world.path, tmp_path / "b", ["ranker"], config=cfg, steps=5, progress=False)
+    b = load_bundle(tmp_path / "b")
+    assert b.train_config("ranker")["engagement_actions"] == ["favorite"] and b.train_config("retrieval") == {}
+    report, data = evaluate_bundle(b, world, split="val", max_examples=30)
+    assert "engagements (favorite)" in report["protocol"]["ranker"]
+    rows = data.ranking.history_event_rows
+    assert (world.column("favorite")[rows[rows >= 0]] > 0).all()
+    with pytest.raises(ValueError, match="engagement_actions must be a non-empty list"):
+        TrainConfig(engagement_actions=[])
+
+
+def test_summarize_result_averages_seeds():
+    from phoenix_recsys.train.quality import summarize_result
+
+    def report(auc):
+        return {"model": {"ranker": {"click": {"auroc": auc, "positives": 15}}},
+                "baselines": {"base_rate": {"ranker": {"click": {"auroc": 0.8}}}}}
+
+    one = summarize_result({"report": report(0.7)})
+    assert one["ranker_auroc"]["click"] == {"model": 0.7, "positives": 15, "base_rate": 0.8}
+    many = summarize_result({"report": report(0.7), "seed_reports": [report(0.7), report(0.9), report(0.8)]})
+    row = many["ranker_auroc"]["click"]
+    assert row["model"] == pytest.approx(0.8) and row["model_sd"] == pytest.approx(np.std([0.7, 0.9, 0.8]))
+    assert row["model_per_seed"] == [0.7, 0.9, 0.8] and row["base_rate"] == 0.8

@@ -193,7 +193,7 @@ def _examples(targets, seen_counts, seen=(20, 30, 40, 50)) -> RetrievalExamples:
     z = np.zeros(n, np.int64)
     return RetrievalExamples(
         batch=None, target_post_ids=np.asarray(targets, np.int64), target_timestamps=z, target_event_rows=z,
-        user_ids=z, history_timestamps=z[:, None], history_event_rows=z[:, None],
+        user_ids=z, history_timestamps=z[:, None], history_event_rows=z[:, None], history_post_ids=z[:, None],
         seen_indptr=np.array([0, len(seen)]), seen_post_ids=np.asarray(seen, np.int64),
         example_user_index=z, seen_counts=np.asarray(seen_counts, np.int64),
     )
