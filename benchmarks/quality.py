@@ -36,11 +36,11 @@ def run(jobs: tuple[str, ...] = DEFAULT_JOBS) -> dict:
 def load() -> dict:
     """Every `quality-*.json` result file."""
     out = {}
-    from phoenix_recsys.train.quality import summarize
+    from phoenix_recsys.train.quality import summarize_result
 
     for p in sorted(RESULTS_DIR.glob("quality-*.json")):
         r = json.loads(p.read_text())
-        r["summary"] = summarize(r["report"])  # the headline view follows the current code
+        r["summary"] = summarize_result(r)  # the headline view follows the current code
         out[p.stem.removeprefix("quality-")] = r
     return out
 
@@ -80,10 +80,14 @@ def table(results: dict) -> str:
             rows = []
             cols = [c for c in ("model", "popularity", "base_rate", "oracle") if any(c in v for v in s["ranker_auroc"].values())]
             ratio = "oracle" in cols
+            seeds = r.get("seeds")
             for a, v in s["ranker_auroc"].items():
-                row = [a, v["positives"], *[_f(v.get(c)) for c in cols]]
+                model = _f(v.get("model")) + (f" ± {v['model_sd']:.3f}" if "model_sd" in v else "")
+                row = [a, v["positives"], model, *[_f(v.get(c)) for c in cols[1:]]]
                 rows.append(row + [_f(v.get("ratio_to_oracle"), 3)] if ratio else row)
-            heads = ["action (test AUROC)", "positives", *cols] + (["(model-0.5)/(oracle-0.5)"] if ratio else [])
+            model_head = f"model (mean ± sd over seeds {', '.join(map(str, seeds))})" if seeds else "model"
+            heads = ["action (test AUROC)", "positives", model_head, *cols[1:]] + (
+                ["(model-0.5)/(oracle-0.5)"] if ratio else [])
             parts.append(markdown_table(heads, rows))
         goal = _goal_line(name, s)
         if goal:
