@@ -15,7 +15,11 @@ train_app = typer.Typer(
         "Train models on a dataset directory (see `data synth` / `data import`) into a model bundle.\n\n"
         "Examples:\n\n"
         "  phoenix-recsys train all --data ./world --out ./bundle --steps 600\n\n"
-        "  phoenix-recsys train ranker --data ./world --out ./bundle --config job.json --resume"
+        "  phoenix-recsys train ranker --data ./world --out ./bundle --config job.json --resume\n\n"
+        "Sequential (next-item) retrieval, as `bench ml1m` trains it, in job.json:\n\n"
+        '  {"model": {"history_attention": "causal", "user_pooling": "last"},\n\n'
+        '   "retrieval": {"retrieval_objective": "every_position", "negatives": "corpus", "token_dropout": 0.2}}\n\n'
+        "Every field is described in docs/learning.md."
     ),
     no_args_is_help=True,
 )
@@ -64,7 +68,8 @@ def _train_command(kinds: list[str], doc: str):
 train_app.command("ranker")(_train_command(
     ["ranker"], "Train the ranker: per-action masked BCE (+ regression for continuous actions)."))
 train_app.command("retrieval")(_train_command(
-    ["retrieval"], "Train the two-tower retriever: in-batch sampled softmax with log-Q correction."))
+    ["retrieval"], "Train the two-tower retriever: in-batch sampled softmax with log-Q correction, or a full "
+                   "corpus softmax; one target per example or every history position (see --help of `train`)."))
 train_app.command("all")(_train_command(
     ["ranker", "retrieval"], "Train both models into one bundle (what `serve` loads)."))
 

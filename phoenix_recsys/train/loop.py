@@ -375,6 +375,18 @@ def sequence_targets(
     return tp, ta, ids, valid
 
 
+def check_retrieval_setup(model_cfg: PhoenixModelConfig, cfg: TrainConfig) -> None:
+    """Refuse model/training settings that cannot train together (before any example is built)."""
+    if cfg.retrieval_objective == "every_position" and (
+        model_cfg.history_attention is not HistoryAttention.CAUSAL or model_cfg.user_pooling is not UserPooling.LAST
+    ):
+        raise ValueError(
+            'retrieval_objective "every_position" needs model.history_attention "causal" (a position must not see '
+            'the items it predicts) and model.user_pooling "last" (serving must score the trained position); got '
+            f"{model_cfg.history_attention.value!r} / {model_cfg.user_pooling.value!r}"
+        )
+
+
 def pick_targets(valid: np.ndarray, count: int | None, rng: np.random.Generator) -> np.ndarray:
     """Flat indices of `count <= valid.size` positions: valid ones first (a random subset when there are
     more), then invalid ones as padding; all positions, in order, when `count` is None."""
@@ -404,14 +416,8 @@ def train_retrieval(
     """
     if len(train) == 0:
         raise ValueError("no retrieval training examples: no positive events in the train split")
+    check_retrieval_setup(model_cfg, cfg)
     every = cfg.retrieval_objective == "every_position"
-    if every and (model_cfg.history_attention is not HistoryAttention.CAUSAL
-                  or model_cfg.user_pooling is not UserPooling.LAST):
-        raise ValueError(
-            'retrieval_objective "every_position" needs model.history_attention "causal" (a position must not see '
-            'the items it predicts) and model.user_pooling "last" (serving must score the trained position); got '
-            f"{model_cfg.history_attention.value!r} / {model_cfg.user_pooling.value!r}"
-        )
     model = PhoenixRetrievalModel(model_cfg, rngs=nnx.Rngs(cfg.seed))
     logq = item_log_q(train.target_post_ids)
     temperature = cfg.temperature

@@ -21,7 +21,13 @@ from phoenix_recsys.data.schema import Dataset, load_dataset
 from phoenix_recsys.hashing import HashConfig
 from phoenix_recsys.model.config import PhoenixModelConfig, TransformerConfig
 from phoenix_recsys.train.bundle import save_model
-from phoenix_recsys.train.loop import TrainConfig, TrainResult, train_ranker, train_retrieval
+from phoenix_recsys.train.loop import (
+    TrainConfig,
+    TrainResult,
+    check_retrieval_setup,
+    train_ranker,
+    train_retrieval,
+)
 
 
 def default_model_config(actions: ActionVocabulary, **overrides: Any) -> PhoenixModelConfig:
@@ -135,8 +141,11 @@ def train_job(
                     "protocol": proto.describe()}
     results: dict[str, TrainResult] = {}
     out = Path(out_dir)
+    # Check every model's settings before training any, so a bad retrieval setting does not surface
+    # after the ranker has been trained and written.
+    tcfgs = {kind: _checked_train_config(config, kind, ds, model_cfg, steps, epochs) for kind in kinds}
     for kind in kinds:
-        tcfg = config.train_config(kind, steps=steps, epochs=epochs)
+        tcfg = tcfgs[kind]
         run_dir = out / kind
         if kind == "ranker":
             tr, va = (build_ranking_examples(ds, hc, history_len=model_cfg.history_seq_len,
@@ -144,15 +153,7 @@ def train_job(
                                              engagement_actions=tcfg.engagement_actions, progress=progress)
                       for split in ("train", "val"))
             model, res = train_ranker(model_cfg, tcfg, tr, va, run_dir, resume=resume, progress=progress)
-        elif kind == "retrieval":
-            if "positive_actions" not in {**config.train, **config.retrieval}:
-                tcfg = dataclasses.replace(tcfg, positive_actions=default_positive_actions(ds.actions))
-            for a in tcfg.positive_actions:
-                if a not in ds.actions:
-                    raise ValueError(
-                        f"retrieval positive action {a!r} is not in dataset {ds.name!r} ({list(ds.actions.names)}); "
-                        'set "retrieval": {"positive_actions": [...]} in --config'
-                    )
+        else:
             every = tcfg.retrieval_objective == "every_position"
             tr, va = (build_retrieval_examples(ds, hc, history_len=model_cfg.history_seq_len, split=split,
                                                protocol=proto, positive_actions=tcfg.positive_actions,
@@ -163,10 +164,32 @@ def train_job(
                       for split in ("train", "val"))
             model, res = train_retrieval(model_cfg, tcfg, tr, va, post_corpus(ds, hc), run_dir, resume=resume,
                                          progress=progress)
-        else:
-            raise ValueError(f"unknown model kind {kind!r}; use ranker, retrieval or all")
         save_model(out, kind, model, dataset=dataset_info, train_config=tcfg.to_json(),
                    result={"steps": res.steps, "best_step": res.best_step, "best_metric": res.best_metric,
                            "metric": res.metric_name, "stopped_early": res.stopped_early})
         results[kind] = res
     return results
+
+
+def _checked_train_config(
+    config: JobConfig, kind: str, ds: Dataset, model_cfg: PhoenixModelConfig, steps: int | None, epochs: float | None
+) -> TrainConfig:
+    """`kind`'s TrainConfig with dataset-dependent defaults, checked against the dataset and the model."""
+    if kind not in ("ranker", "retrieval"):
+        raise ValueError(f"unknown model kind {kind!r}; use ranker, retrieval or all")
+    tcfg = config.train_config(kind, steps=steps, epochs=epochs)
+    for a in tcfg.engagement_actions or ():
+        if a not in ds.actions:
+            raise ValueError(f"engagement action {a!r} is not in dataset {ds.name!r} ({list(ds.actions.names)}); "
+                             'fix "train": {"engagement_actions": [...]} in --config')
+    if kind == "retrieval":
+        if "positive_actions" not in {**config.train, **config.retrieval}:
+            tcfg = dataclasses.replace(tcfg, positive_actions=default_positive_actions(ds.actions))
+        for a in tcfg.positive_actions:
+            if a not in ds.actions:
+                raise ValueError(
+                    f"retrieval positive action {a!r} is not in dataset {ds.name!r} ({list(ds.actions.names)}); "
+                    'set "retrieval": {"positive_actions": [...]} in --config'
+                )
+        check_retrieval_setup(model_cfg, tcfg)
+    return tcfg

@@ -158,6 +158,8 @@ def test_cli_train_all_writes_a_loadable_bundle(world, job_config, ranker_run, s
         ('{"optimizer": {}}', [], "unknown sections ['optimizer']"),
         ('{"train": {"lr": 0.1}}', [], "unknown fields ['lr']"),
         ('{"model": {"actions": ["a"]}}', [], "remove model.actions"),
+        ('{"retrieval": {"retrieval_objective": "every_position"}}', [], 'needs model.history_attention "causal"'),
+        ('{"train": {"engagement_actions": ["like"]}}', [], "engagement action 'like' is not in dataset"),
         (None, ["--epochs", "1"], "give --steps or --epochs, not both"),
         (None, ["--protocol", "random"], "protocol must be 'time' or 'loo'"),
     ],
