@@ -19,7 +19,13 @@ from phoenix_recsys.model.config import PhoenixModelConfig
 from phoenix_recsys.model.embeddings import RecsysEmbeddings
 from phoenix_recsys.model.layers import KV, RMSNorm
 from phoenix_recsys.model.mask import make_recsys_attn_mask
-from phoenix_recsys.model.tokens import PhoenixBase, _param, candidate_positions, context_positions
+from phoenix_recsys.model.tokens import (
+    PhoenixBase,
+    _param,
+    candidate_positions,
+    context_positions,
+    token_dropout,
+)
 from phoenix_recsys.model.validation import validate_batch
 
 POST_AGE_RANGE_MINS = 4800
@@ -134,12 +140,20 @@ class PhoenixModel(PhoenixBase):
         return RecsysModelOutput(logits=logits.astype(self.fp), continuous_preds=cont)
 
     # -- forward ------------------------------------------------------------------------------
-    def __call__(self, batch: RecsysBatch, embeddings: RecsysEmbeddings | None = None) -> RecsysModelOutput:
+    def __call__(
+        self,
+        batch: RecsysBatch,
+        embeddings: RecsysEmbeddings | None = None,
+        *,
+        dropout_rate: float = 0.0,
+        dropout_key: jax.Array | None = None,
+    ) -> RecsysModelOutput:
         """Full forward over `[user | history | candidates]`.
 
         Args:
           batch: hashed inputs (`RecsysBatch`).
           embeddings: looked-up embeddings; None looks them up in this model's own tables.
+          dropout_rate / dropout_key: training-only dropout on the input tokens (`token_dropout`).
 
         Returns:
           `RecsysModelOutput` with logits `[B, C, A]`.
@@ -147,6 +161,7 @@ class PhoenixModel(PhoenixBase):
         validate_batch(batch, self.config, embeddings)
         emb = self.embed(batch) if embeddings is None else embeddings
         x, pad, offset = self.build_inputs(batch, emb)
+        x = token_dropout(x, dropout_rate, dropout_key)
         cfg = self.config
         mask = make_recsys_attn_mask(
             x.shape[1], offset, x.dtype, history_attention=cfg.history_attention, padding_mask=pad

@@ -15,7 +15,7 @@ from phoenix_recsys.data.batch import RecsysBatch
 from phoenix_recsys.model.config import PhoenixModelConfig, UserPooling
 from phoenix_recsys.model.embeddings import RecsysEmbeddings
 from phoenix_recsys.model.mask import make_recsys_attn_mask
-from phoenix_recsys.model.tokens import PhoenixBase, _param, context_positions
+from phoenix_recsys.model.tokens import PhoenixBase, _param, context_positions, token_dropout
 from phoenix_recsys.model.validation import validate_batch
 
 NORM_EPS_SQ = 1e-12  # on the squared norm, as the release does
@@ -73,10 +73,7 @@ class PhoenixRetrievalModel(PhoenixBase):
         """
         emb = self.embed(batch) if embeddings is None else embeddings
         ctx, mask = self.context(batch, emb)
-        if dropout_rate > 0.0:
-            keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, ctx.shape)
-            ctx = jnp.where(keep, ctx / (1.0 - dropout_rate), 0.0).astype(ctx.dtype)
-        x = ctx.astype(self.fp)
+        x = token_dropout(ctx, dropout_rate, dropout_key).astype(self.fp)
         t0 = x.shape[1]
         attn = make_recsys_attn_mask(
             t0, t0, x.dtype, history_attention=self.config.history_attention, padding_mask=mask

@@ -115,6 +115,17 @@ class PhoenixBase(nnx.Module):
         return jnp.concatenate([u, h], axis=1), jnp.concatenate([um, hm], axis=1)
 
 
+def token_dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout on input token features `[B, T, D]` (training only; identity when rate is 0):
+    the embedding dropout that keeps a model from memorising ids it has seen a handful of times."""
+    if rate <= 0.0:
+        return x
+    if key is None:
+        raise ValueError("token dropout needs a PRNG key")
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
 def context_positions(context_mask: jax.Array, scheme: PositionScheme) -> jax.Array:
     """Rotary positions `[B, 1+S]` of `[user | history]` given its mask `[B, 1+S]`.
 

@@ -102,8 +102,9 @@ class TrainConfig:
       selection_metric: the validation metric that picks the best checkpoint and drives early stopping
         (None: "mean_auroc" for the ranker, "hr@100" for the retriever; also "auroc/<action>", "hr@10",
         "ndcg@10").
-      token_dropout: retrieval training only: the fraction of the user tower's input token features
-        zeroed at each step (embedding dropout; 0 = off). Serving and evaluation never drop.
+      token_dropout: the fraction of input token features (the ranker's whole sequence, the retriever's
+        user tower) zeroed at each training step (embedding dropout; 0 = off). Evaluation and serving
+        never drop.
       targets_per_step: with "every_position", score only this many (history position, target) pairs
         per step, drawn from the batch's valid ones (padded when fewer): padding positions then cost
         nothing in the softmax, which dominates the step. None: every position of the batch.
@@ -235,6 +236,11 @@ def _ranker_arrays(ex: RankingExamples) -> tuple[RecsysBatch, np.ndarray, np.nda
     return ex.batch, ex.labels, ex.candidate_mask
 
 
+def step_key(cfg: TrainConfig, step: jax.Array) -> jax.Array:
+    """The PRNG key of one training step's dropout masks (seeded by the run's seed)."""
+    return jax.random.fold_in(jax.random.key(cfg.seed), step)
+
+
 def init_action_bias(model: PhoenixModel, train: RankingExamples) -> None:
     """Set the logit bias to each action's training base rate (inverse sigmoid / softplus)."""
     if model.action_bias is None:
@@ -308,13 +314,16 @@ def train_ranker(
     is_binary = jnp.asarray(acts.binary_mask())
     weights_j = jnp.asarray(weights)
 
-    def loss_fn(m: PhoenixModel, batch: RecsysBatch, labels: jax.Array, mask: jax.Array):
-        out = losses.ranker_loss(m(batch).logits, labels, mask, is_binary, weights_j)
+    def loss_fn(m: PhoenixModel, batch: RecsysBatch, labels: jax.Array, mask: jax.Array, step: jax.Array):
+        logits = m(batch, dropout_rate=cfg.token_dropout, dropout_key=step_key(cfg, step)).logits
+        out = losses.ranker_loss(logits, labels, mask, is_binary, weights_j)
         return out.total, out.per_action
+
+    steps = itertools.count()  # dropout masks: one fresh key per step
 
     def get_batch(idx: np.ndarray):
         part = train.take(idx)
-        return (part.batch, part.labels, part.candidate_mask)
+        return (part.batch, part.labels, part.candidate_mask, np.int32(next(steps)))
 
     def evaluate(m: PhoenixModel) -> dict[str, float]:
         sub = val.take(np.arange(min(len(val), cfg.eval_max_examples)))
@@ -441,7 +450,7 @@ def train_retrieval(
 
     def loss_fn(m: PhoenixRetrievalModel, batch: RecsysBatch, tp: jax.Array, ta: jax.Array, ids: jax.Array,
                 log_q: jax.Array, corpus_idx: jax.Array, valid: jax.Array, picked: jax.Array, step: jax.Array):
-        drop = {"dropout_rate": cfg.token_dropout, "dropout_key": jax.random.fold_in(jax.random.key(cfg.seed), step)}
+        drop = {"dropout_rate": cfg.token_dropout, "dropout_key": step_key(cfg, step)}
         if every:
             reps, _ = m.user_sequence_representations(batch, **drop)
             user = reps.reshape(-1, reps.shape[-1])[picked]
