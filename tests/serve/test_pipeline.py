@@ -392,3 +392,36 @@ def test_settings_from_env_and_file(tmp_path):
     with pytest.raises(SettingsError, match="unknown filter"):
         load_settings(env={"PHOENIX_API_KEY": API_KEY, "PHOENIX_DISABLED_FILTERS": '["nope"]'})
     assert ServeSettings(writes_enabled=False).max_rank_candidates == 5000
+
+
+def test_sequential_bundle_serves_with_its_training_rules(tmp_path, world, settings_factory):
+    """A bundle whose retriever is causal with last-position pooling and whose ranker was trained on a
+    narrower engagement rule: serving histories follow the recorded rule, and the served user vector is
+    exactly the newest position the every-position objective trained."""
+    from flax import nnx
+
+    from phoenix_recsys.model import PhoenixModel, PhoenixModelConfig, PhoenixRetrievalModel
+    from phoenix_recsys.serve.pipeline import ModelRuntime
+    from phoenix_recsys.train.bundle import save_model
+
+    cfg = PhoenixModelConfig.tiny(actions=world.actions, in_network_feature=True)
+    seq = cfg.replace(history_attention="causal", user_pooling="last")
+    info = {"name": world.name, "content_hash": world.manifest.get("content_sha256")}
+    save_model(tmp_path / "b", "ranker", PhoenixModel(cfg, rngs=nnx.Rngs(0)), dataset=info,
+               train_config={"engagement_actions": ["favorite"]})
+    retriever = PhoenixRetrievalModel(seq, rngs=nnx.Rngs(1))
+    save_model(tmp_path / "b", "retrieval", retriever, dataset=info, train_config={"retrieval_objective": "every_position"})
+    runtime = ModelRuntime.load(tmp_path / "b")
+    service = FeedService.open(runtime, settings=settings_factory(), data_dir=world.path)
+    try:
+        u = next(u for u in range(40) if len(service.user_model_history(u)) >= 2)
+        h = service.user_model_history(u)
+        assert all(a.get("favorite", 0) > 0 for a in h.actions)  # only favorites enter the history
+        assert any(not a.get("favorite") for a in service.store.get_history(u, 10_000).actions)  # left out
+        ctx = runtime.context(u, h, for_retrieval=True)
+        reps, _ = retriever.user_sequence_representations(ctx)
+        n = min(len(h), seq.history_seq_len)
+        np.testing.assert_allclose(runtime.user_embedding(ctx), np.asarray(reps)[0, n], atol=1e-5)
+        assert len(service.retrieve(5, user_id=u).items) == 5
+    finally:
+        service.close()
