@@ -9,7 +9,6 @@ are updated in place; the Python loop only does I/O.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -232,12 +231,9 @@ def _batches(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[np
 # -- ranker -----------------------------------------------------------------------------------
 
 
-def _ranker_arrays(ex: RankingExamples) -> tuple[RecsysBatch, np.ndarray, np.ndarray]:
-    return ex.batch, ex.labels, ex.candidate_mask
-
-
 def step_key(cfg: TrainConfig, step: jax.Array) -> jax.Array:
-    """The PRNG key of one training step's dropout masks (seeded by the run's seed)."""
+    """The PRNG key of training step `step`'s dropout masks (0-based; seeded by the run's seed, so a
+    resumed run draws the same masks)."""
     return jax.random.fold_in(jax.random.key(cfg.seed), step)
 
 
@@ -314,16 +310,14 @@ def train_ranker(
     is_binary = jnp.asarray(acts.binary_mask())
     weights_j = jnp.asarray(weights)
 
-    def loss_fn(m: PhoenixModel, batch: RecsysBatch, labels: jax.Array, mask: jax.Array, step: jax.Array):
+    def loss_fn(m: PhoenixModel, step: jax.Array, batch: RecsysBatch, labels: jax.Array, mask: jax.Array):
         logits = m(batch, dropout_rate=cfg.token_dropout, dropout_key=step_key(cfg, step)).logits
         out = losses.ranker_loss(logits, labels, mask, is_binary, weights_j)
         return out.total, out.per_action
 
-    steps = itertools.count()  # dropout masks: one fresh key per step
-
     def get_batch(idx: np.ndarray):
         part = train.take(idx)
-        return (part.batch, part.labels, part.candidate_mask, np.int32(next(steps)))
+        return (part.batch, part.labels, part.candidate_mask)
 
     def evaluate(m: PhoenixModel) -> dict[str, float]:
         sub = val.take(np.arange(min(len(val), cfg.eval_max_examples)))
@@ -444,12 +438,11 @@ def train_retrieval(
     # Which positions a step scores when targets_per_step subsamples; seeded, but unlike the batch
     # order not replayed exactly on --resume (it only picks among equally valid targets).
     rng = np.random.default_rng([cfg.seed, 1])
-    steps = itertools.count()  # dropout masks: one fresh key per step
     per_step = None if cfg.targets_per_step is None else min(cfg.targets_per_step,
                                                              cfg.batch_size * (model_cfg.history_seq_len + 1))
 
-    def loss_fn(m: PhoenixRetrievalModel, batch: RecsysBatch, tp: jax.Array, ta: jax.Array, ids: jax.Array,
-                log_q: jax.Array, corpus_idx: jax.Array, valid: jax.Array, picked: jax.Array, step: jax.Array):
+    def loss_fn(m: PhoenixRetrievalModel, step: jax.Array, batch: RecsysBatch, tp: jax.Array, ta: jax.Array,
+                ids: jax.Array, log_q: jax.Array, corpus_idx: jax.Array, valid: jax.Array, picked: jax.Array):
         drop = {"dropout_rate": cfg.token_dropout, "dropout_key": step_key(cfg, step)}
         if every:
             reps, _ = m.user_sequence_representations(batch, **drop)
@@ -479,8 +472,7 @@ def train_retrieval(
             ids, valid = part.target_post_ids, np.ones(len(part), bool)
             picked = np.arange(len(part))
         corpus_idx = np.clip(np.searchsorted(corpus.post_ids, ids), 0, len(corpus.post_ids) - 1)
-        return (part.batch, tp, ta, ids, logq(ids), corpus_idx.astype(np.int32), valid, picked.astype(np.int32),
-                np.int32(next(steps)))
+        return (part.batch, tp, ta, ids, logq(ids), corpus_idx.astype(np.int32), valid, picked.astype(np.int32))
 
     def evaluate(m: PhoenixRetrievalModel) -> dict[str, float]:
         sub = val.take(np.arange(min(len(val), cfg.eval_max_examples)))
@@ -555,9 +547,9 @@ def _fit(
     graphdef, state = nnx.split((model, optimizer))
 
     @jax.jit
-    def train_step(state: Any, *batch: Any):
+    def train_step(state: Any, step: jax.Array, *batch: Any):
         m, opt = nnx.merge(graphdef, state)
-        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(m, *batch)
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(m, step, *batch)
         grad_norm = optax.global_norm(grads)
         opt.update(m, grads)
         return nnx.state((m, opt)), loss, aux, grad_norm
@@ -582,7 +574,7 @@ def _fit(
         task = bar.add_task(f"train {identity['kind']}", total=total, completed=start_step, info="")
         while step < total:
             batch = get_batch(next(batches))
-            state, loss, aux, gnorm = train_step(state, *batch)
+            state, loss, aux, gnorm = train_step(state, np.int32(step), *batch)
             step += 1
             losses_window.append(float(loss))
             if not math.isfinite(losses_window[-1]):
