@@ -30,6 +30,11 @@ TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_CODES: dict[str, int] = {"train": TRAIN, "val": VAL, "test": TEST}
 SPLITS = ("train", "val", "test", "all")
 HISTORY_TIES = ("strict", "sequence")
+
+
+def describe_ties(ties: str, target: str) -> str:
+    """Where a history ends relative to `target` (e.g. "the target"), as protocol descriptions say it."""
+    return f"strictly before {target}" if ties == "strict" else f"before {target} in (time, file) order"
 _CHUNK = 1 << 16  # examples per gather chunk: bounds temporary memory and paces the progress bar
 
 
@@ -648,7 +653,7 @@ def build_retrieval_examples(
         history_post_ids=np.where(arrs["history_event_rows"] >= 0,
                                   dataset.column("post_id")[np.maximum(arrs["history_event_rows"], 0)], -1),
         protocol=f"{desc}; targets: events with {'/'.join(positive_actions)}; history: last {s} engaged events "
-        + ("strictly before the target" if history_ties == "strict" else "before the target in (time, file) order")
+        + describe_ties(history_ties, "the target")
         + (f"; windows ending every {window_stride} targets per user" if window_stride else ""),
         window_stride=window_stride,
     )

@@ -33,6 +33,7 @@ from phoenix_recsys.data.examples import (
     RetrievalExamples,
     build_ranking_examples,
     build_retrieval_examples,
+    describe_ties,
     post_corpus,
     split_by_time,
 )
@@ -198,8 +199,9 @@ def evaluate_bundle(
         # Evaluate on the targets (and with the history rule) the retriever was trained for, unless told otherwise.
         positives = tuple(retrieval_positive_actions or trained.get("positive_actions")
                           or default_positive_actions(ds.actions))
+        ties = trained.get("history_ties", "strict")
         rex = build_retrieval_examples(ds, hc, history_len=cfg.history_seq_len, split=split, protocol=protocol,
-                                       positive_actions=positives, history_ties=trained.get("history_ties", "strict"),
+                                       positive_actions=positives, history_ties=ties,
                                        engagement_actions=trained.get("engagement_actions"), progress=progress)
         if max_examples is not None and len(rex) > max_examples:
             rex = rex.take(np.arange(max_examples))
@@ -226,9 +228,7 @@ def evaluate_bundle(
         report["protocol"]["retrieval"] = (
             f"{len(rex)} queries ({'/'.join(positives)} events), full corpus of {len(corpus.post_ids)} posts, "
             "already-engaged posts excluded, ties broken uniformly at random (in expectation); history = last "
-            f"{cfg.history_seq_len} engagements "
-            + ("before each target in (time, file) order" if trained.get("history_ties") == "sequence"
-               else "strictly before each target")
+            f"{cfg.history_seq_len} engagements {describe_ties(ties, 'each target')}"
         )
     for k in [k for k, v in report["baselines"].items() if not v]:
         del report["baselines"][k]

@@ -169,6 +169,10 @@ class TrainConfig:
                                  f"got {self.engagement_actions!r}")
             object.__setattr__(self, "engagement_actions", tuple(self.engagement_actions))
 
+    def window_stride(self, history_len: int) -> int:
+        """Positives between every-position training windows: `sequence_stride`, else S."""
+        return self.sequence_stride or history_len
+
     def total_steps(self, num_examples: int) -> int:
         """Steps to run for a training set of `num_examples`."""
         if self.steps is not None:
@@ -428,7 +432,7 @@ def train_retrieval(
     positive_index = np.asarray([model_cfg.actions.index(a) for a in cfg.positive_actions])
     windows = np.arange(len(train))
     if every:
-        stride = cfg.sequence_stride or model_cfg.history_seq_len
+        stride = cfg.window_stride(model_cfg.history_seq_len)
         if train.window_stride is None:
             windows = window_ends(train.user_ids, stride)
         elif train.window_stride != stride:

@@ -159,7 +159,7 @@ def train_job(
                                                protocol=proto, positive_actions=tcfg.positive_actions,
                                                history_ties=tcfg.history_ties,
                                                engagement_actions=tcfg.engagement_actions, progress=progress,
-                                               window_stride=(tcfg.sequence_stride or model_cfg.history_seq_len)
+                                               window_stride=tcfg.window_stride(model_cfg.history_seq_len)
                                                if every and split == "train" else None)
                       for split in ("train", "val"))
             model, res = train_retrieval(model_cfg, tcfg, tr, va, post_corpus(ds, hc), run_dir, resume=resume,
