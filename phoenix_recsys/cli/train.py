@@ -35,16 +35,43 @@ EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="Passes over t
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint (same config only).")]
 ProtocolOpt = Annotated[str, typer.Option("--protocol", help="Split: 'time' (global 80/10/10 by time) or 'loo' (leave-one-out).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+MeshOpt = Annotated[str | None, typer.Option(
+    "--mesh", help="Train on a device mesh: data=N[,model=M][,transformer=tensor] (batch over data, hash tables "
+                   "row-sharded over model; N*M devices in all). See docs/scaling.md.")]
+CoordinatorOpt = Annotated[str | None, typer.Option(
+    "--coordinator", help="HOST:PORT of process 0, for a multi-process run (with --num-processes, --process-id).")]
+NumProcessesOpt = Annotated[int, typer.Option("--num-processes", help="Processes of a multi-process run.")]
+ProcessIdOpt = Annotated[int, typer.Option("--process-id", help="This process's index, 0 .. --num-processes - 1.")]
+
+
+def _mesh_plan(mesh: str | None, coordinator: str | None, num_processes: int, process_id: int):
+    """Join the multi-process job (before JAX touches a device) and build the mesh; None: one device."""
+    if coordinator is None and (num_processes != 1 or process_id != 0):
+        raise ValueError("--num-processes / --process-id need --coordinator HOST:PORT")
+    if coordinator is None and mesh is None:
+        return None
+    from phoenix_recsys.train.mesh import MeshPlan, MeshSpec, init_distributed
+
+    spec = MeshSpec.parse(mesh) if mesh is not None else None  # a bad --mesh fails before connecting
+    if coordinator is not None:
+        init_distributed(coordinator, num_processes, process_id)
+    import jax
+
+    return MeshPlan(spec or MeshSpec(data=jax.device_count()))
 
 
 def _run(kinds: list[str], data: Path, out: Path, config: Path | None, steps: int | None, epochs: float | None,
-         resume: bool, protocol: str, quiet: bool) -> None:
+         resume: bool, protocol: str, quiet: bool, mesh: str | None = None, coordinator: str | None = None,
+         num_processes: int = 1, process_id: int = 0) -> None:
     from phoenix_recsys.train.run import JobConfig, train_job
 
     if steps is not None and epochs is not None:
         raise ValueError("give --steps or --epochs, not both")
+    plan = _mesh_plan(mesh, coordinator, num_processes, process_id)
     results = train_job(data, out, kinds, config=JobConfig.load(config), steps=steps, epochs=epochs, resume=resume,
-                        protocol=protocol, progress=not quiet)
+                        protocol=protocol, progress=not quiet and (plan is None or plan.is_primary), mesh=plan)
+    if plan is not None and not plan.is_primary:
+        return
     table = Table(title=f"trained into {out}")
     for col in ("model", "steps", "best step", "validation metric", "early stop"):
         table.add_column(col)
@@ -58,8 +85,11 @@ def _train_command(kinds: list[str], doc: str):
 
     @domain_errors
     def cmd(data: DataOpt, out: OutOpt, config: ConfigOpt = None, steps: StepsOpt = None, epochs: EpochsOpt = None,
-            resume: ResumeOpt = False, protocol: ProtocolOpt = "time", quiet: QuietOpt = False) -> None:
-        _run(kinds, data, out, config, steps, epochs, resume, protocol, quiet)
+            resume: ResumeOpt = False, protocol: ProtocolOpt = "time", quiet: QuietOpt = False, mesh: MeshOpt = None,
+            coordinator: CoordinatorOpt = None, num_processes: NumProcessesOpt = 1,
+            process_id: ProcessIdOpt = 0) -> None:
+        _run(kinds, data, out, config, steps, epochs, resume, protocol, quiet, mesh, coordinator, num_processes,
+             process_id)
 
     cmd.__doc__ = doc
     return cmd

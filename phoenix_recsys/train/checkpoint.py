@@ -6,6 +6,13 @@ Layout of one checkpoint directory:
   CHECKSUMS.json    sha256 of every file above, written last; its presence marks a complete save
 Saves go to a temporary sibling and are renamed into place, so a crash mid-save leaves the previous
 checkpoint intact.
+
+Arrays sharded over several devices (training on a mesh, `train.mesh`) are saved sharded: each
+process writes its own shards, process 0 the manifest. A restore target of `jax.ShapeDtypeStruct`s
+that carry shardings reads them back straight onto that mesh, whatever mesh wrote them; a target of
+plain arrays reads them onto the host. Leaves a mesh padded (hash tables whose rows do not divide the
+model axis; meta "padded_rows" holds their logical row counts) are truncated or zero-padded to the
+target's rows.
 """
 
 from __future__ import annotations
@@ -21,8 +28,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
+
+from phoenix_recsys.train.mesh import path_str
 
 CHECKSUMS = "CHECKSUMS.json"
+PADDED_ROWS = "padded_rows"
 
 
 class CheckpointError(ValueError):
@@ -41,30 +52,65 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS)
 
 
-def save_checkpoint(directory: str | os.PathLike[str], state: Any, meta: dict[str, Any]) -> Path:
+def _is_sharded(x: Any) -> bool:
+    return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
+def _barrier(name: str, distributed: bool) -> None:
+    if distributed:
+        multihost_utils.sync_global_devices(name)
+
+
+def _checkpointer(distributed: bool) -> ocp.Checkpointer:
+    """All processes write their shards of a distributed save; a local save (a bundle written by one
+    process of a multi-process job) involves only the calling process."""
+    if distributed or jax.process_count() == 1:
+        return ocp.PyTreeCheckpointer()
+    me = jax.process_index()
+    mp = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=mp), multiprocessing_options=mp)
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str], state: Any, meta: dict[str, Any], *, padded_rows: dict[str, int] | None = None
+) -> Path:
     """Atomically write `state` (a pytree of arrays, e.g. `nnx.to_pure_dict(...)`) and `meta`.
+
+    Arrays sharded over several devices are written sharded; when they span processes every process
+    must call this (process 0 writes the manifest and renames). `padded_rows` ({leaf path: logical
+    rows}) marks leaves stored with zero padding rows (see `train.mesh`).
 
     Returns:
       the checkpoint directory.
     """
     final = Path(directory).resolve()
     tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    host_state = jax.tree.map(lambda x: np.asarray(x), state)
-    ocp.PyTreeCheckpointer().save(tmp / "state", host_state)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
-    sums = {str(p.relative_to(tmp)): _digest(p) for p in _files(tmp)}
-    (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
-    old = final.with_name(final.name + ".old")
-    if final.exists():
+    leaves = jax.tree.leaves(state)
+    distributed = jax.process_count() > 1 and any(isinstance(x, jax.Array) and not x.is_fully_addressable
+                                                  for x in leaves)
+    primary = not distributed or jax.process_index() == 0
+    if primary:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    _barrier(f"ckpt-mkdir-{final}", distributed)
+    stored = jax.tree.map(lambda x: x if _is_sharded(x) else np.asarray(x), state)
+    _checkpointer(distributed).save(tmp / "state", stored)
+    _barrier(f"ckpt-saved-{final}", distributed)
+    if primary:
+        meta = {**meta, PADDED_ROWS: padded_rows} if padded_rows else meta
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        sums = {str(p.relative_to(tmp)): _digest(p) for p in _files(tmp)}
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
+        old = final.with_name(final.name + ".old")
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+        tmp.rename(final)
         if old.exists():
             shutil.rmtree(old)
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    _barrier(f"ckpt-done-{final}", distributed)
     return final
 
 
@@ -106,7 +152,12 @@ def verify_checkpoint(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_checkpoint(directory: str | os.PathLike[str], target: Any) -> tuple[Any, dict[str, Any]]:
-    """Verify and restore a checkpoint into the structure of `target` (a pure-dict pytree of arrays).
+    """Verify and restore a checkpoint into the structure of `target`.
+
+    `target` is a pure-dict pytree of arrays (restored as numpy arrays on the host), or of
+    `jax.ShapeDtypeStruct`s with shardings (e.g. `MeshPlan.abstract`; restored as arrays on those
+    devices, each process reading only its shards). Leaves recorded as padded may differ from the
+    target in their row count only.
 
     Returns:
       (restored pytree, meta).
@@ -116,21 +167,58 @@ def load_checkpoint(directory: str | os.PathLike[str], target: Any) -> tuple[Any
     """
     meta = verify_checkpoint(directory)
     root = Path(directory).resolve()
+    padded = meta.get(PADDED_ROWS) or {}
     try:
-        restored = ocp.PyTreeCheckpointer().restore(root / "state")
+        checkpointer = _checkpointer(any(_target_sharding(x) is not None for x in jax.tree.leaves(target)))
+        saved = checkpointer.metadata(root / "state").item_metadata.tree
     except Exception as e:  # Orbax raises many types; the user needs one clear message
-        raise CheckpointError(f"checkpoint {root} could not be restored: {e}") from None
+        raise CheckpointError(f"checkpoint {root} could not be read: {e}") from None
     try:
         flat_t, tree_t = jax.tree.flatten(target)
-        flat_r = tree_t.flatten_up_to(_normalise_keys(restored, target))
+        normalised = _normalise_keys(saved, target)
+        paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(target)[0]]
+        flat_s = tree_t.flatten_up_to(normalised)
     except Exception as e:
         raise CheckpointError(f"checkpoint {root} does not match the model's parameter structure: {e}") from None
+    args = []
+    for path, leaf_t, leaf_s in zip(paths, flat_t, flat_s, strict=True):
+        want, have = tuple(np.shape(leaf_t)), tuple(leaf_s.shape)
+        rows = padded.get(path)
+        fits = want == have or (rows is not None and want[1:] == have[1:] and min(want[0], have[0]) >= rows)
+        if not fits:
+            raise CheckpointError(f"checkpoint {root} has an array of shape {have} where the model expects {want}")
+        sharding = _target_sharding(leaf_t)
+        if sharding is None:
+            args.append(ocp.RestoreArgs(restore_type=np.ndarray))
+        else:
+            args.append(ocp.ArrayRestoreArgs(sharding=sharding, global_shape=want, strict=want == have,
+                                             dtype=leaf_t.dtype))
+    restore_args = _restore_args_like(saved, target, jax.tree.unflatten(tree_t, args))
+    try:
+        restored = checkpointer.restore(root / "state", args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {root} could not be restored: {e}") from None
+    flat_r = tree_t.flatten_up_to(_normalise_keys(restored, target))
+    out = []
     for leaf_t, leaf_r in zip(flat_t, flat_r, strict=True):
-        if np.shape(leaf_t) != np.shape(leaf_r):
-            raise CheckpointError(
-                f"checkpoint {root} has an array of shape {np.shape(leaf_r)} where the model expects {np.shape(leaf_t)}"
-            )
-    return jax.tree.unflatten(tree_t, [np.asarray(x) for x in flat_r]), meta
+        if isinstance(leaf_r, np.ndarray) and leaf_r.shape != tuple(np.shape(leaf_t)):
+            want = tuple(np.shape(leaf_t))
+            leaf_r = leaf_r[: want[0]] if leaf_r.shape[0] > want[0] else np.pad(
+                leaf_r, [(0, want[0] - leaf_r.shape[0])] + [(0, 0)] * (leaf_r.ndim - 1))
+        out.append(leaf_r)
+    return jax.tree.unflatten(tree_t, out), meta
+
+
+def _target_sharding(x: Any) -> jax.sharding.Sharding | None:
+    return getattr(x, "sharding", None) if isinstance(x, jax.ShapeDtypeStruct) else None
+
+
+def _restore_args_like(saved: Any, target: Any, args: Any) -> Any:
+    """`args` (shaped like `target`) keyed as the checkpoint stores them (string keys)."""
+    if isinstance(target, dict) and isinstance(saved, dict):
+        return {(k if k in saved else str(k)): _restore_args_like(saved[k if k in saved else str(k)], v, args[k])
+                for k, v in target.items()}
+    return args
 
 
 def _normalise_keys(restored: Any, target: Any) -> Any:

@@ -53,6 +53,7 @@ from phoenix_recsys.train.inference import (
     predict_ranker,
     retrieval_eval,
 )
+from phoenix_recsys.train.mesh import MeshPlan
 from phoenix_recsys.train.metrics import auroc
 
 MIN_EVAL_POSITIVES = 10
@@ -218,14 +219,14 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(schedule, weight_decay=cfg.weight_decay))
 
 
-def _batches(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[np.ndarray]:
-    """Endless shuffled index batches; epoch e uses permutation seed (seed, e), so resuming at a step
-    reproduces the same order."""
+def _batches(n: int, batch_size: int, seed: int, start_step: int, stream: int | None = None) -> Iterator[np.ndarray]:
+    """Endless shuffled index batches; epoch e uses permutation seed (seed, e) (or (seed, e, stream):
+    one stream per process of a multi-process run), so resuming at a step reproduces the same order."""
     per_epoch = max(1, n // batch_size)
     step = start_step
     while True:
         epoch, k = divmod(step, per_epoch)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        perm = np.random.default_rng([seed, epoch] if stream is None else [seed, epoch, stream]).permutation(n)
         if n < batch_size:
             perm = np.resize(perm, batch_size)
         yield perm[k * batch_size : (k + 1) * batch_size]
@@ -287,6 +288,7 @@ def train_ranker(
     *,
     resume: bool = False,
     progress: bool = True,
+    mesh: MeshPlan | None = None,
 ) -> tuple[PhoenixModel, TrainResult]:
     """Train a `PhoenixModel` on ranking examples.
 
@@ -297,6 +299,8 @@ def train_ranker(
       run_dir: where checkpoints, metrics.jsonl and training_curves.png go.
       resume: continue from `run_dir/checkpoints/latest` (refused if the configs differ).
       progress: show a Rich progress bar.
+      mesh: train on this device mesh (batch over its data axis, tables over its model axis; with
+        several processes, `train` holds this process's shard of the examples). None: one device.
 
     Returns:
       the model at its best validation step (the last step without validation) and a `TrainResult`.
@@ -330,7 +334,7 @@ def train_ranker(
     result = _fit(
         model, loss_fn, get_batch, len(train), evaluate if val is not None and len(val) else None,
         cfg.selection_metric or "mean_auroc", cfg, Path(run_dir), resume, {"kind": "ranker", "model": model_cfg.to_json()}, progress,
-        loss_names=list(acts.names),
+        loss_names=list(acts.names), mesh=mesh,
     )
     return model, result
 
@@ -415,6 +419,7 @@ def train_retrieval(
     *,
     resume: bool = False,
     progress: bool = True,
+    mesh: MeshPlan | None = None,
 ) -> tuple[PhoenixRetrievalModel, TrainResult]:
     """Train the two-tower retriever with a softmax over in-batch targets (+ log-Q correction) or over
     the whole corpus, on one target per example or on every history position (`cfg.retrieval_objective`).
@@ -444,6 +449,10 @@ def train_retrieval(
     rng = np.random.default_rng([cfg.seed, 1])
     per_step = None if cfg.targets_per_step is None else min(cfg.targets_per_step,
                                                              cfg.batch_size * (model_cfg.history_seq_len + 1))
+    if mesh is not None and per_step is not None:  # each process picks among its own rows
+        if per_step % mesh.process_count:
+            raise ValueError(f"targets_per_step {per_step} must divide over the {mesh.process_count} processes")
+        per_step //= mesh.process_count
 
     def loss_fn(m: PhoenixRetrievalModel, step: jax.Array, batch: RecsysBatch, tp: jax.Array, ta: jax.Array,
                 ids: jax.Array, log_q: jax.Array, corpus_idx: jax.Array, valid: jax.Array, picked: jax.Array):
@@ -475,6 +484,8 @@ def train_retrieval(
             ta = np.asarray(part.batch.candidate_author_hashes)[:, 0]
             ids, valid = part.target_post_ids, np.ones(len(part), bool)
             picked = np.arange(len(part))
+        if mesh is not None:  # this process's rows start here in the global batch (flattened positions)
+            picked = picked + mesh.batch_offset(len(idx)) * ((model_cfg.history_seq_len + 1) if every else 1)
         corpus_idx = np.clip(np.searchsorted(corpus.post_ids, ids), 0, len(corpus.post_ids) - 1)
         return (part.batch, tp, ta, ids, logq(ids), corpus_idx.astype(np.int32), valid, picked.astype(np.int32))
 
@@ -487,7 +498,7 @@ def train_retrieval(
     result = _fit(
         model, loss_fn, get_batch, len(windows), evaluate if val is not None and len(val) else None,
         cfg.selection_metric or "hr@100", cfg, Path(run_dir), resume, {"kind": "retrieval", "model": model_cfg.to_json()}, progress,
-        loss_names=[],
+        loss_names=[], mesh=mesh,
     )
     return model, result
 
@@ -515,9 +526,15 @@ def _fit(
     identity: dict[str, Any],
     progress: bool,
     loss_names: list[str],
+    mesh: MeshPlan | None = None,
 ) -> TrainResult:
-    total = cfg.total_steps(num_examples)
+    total = cfg.total_steps(num_examples if mesh is None else mesh.total(num_examples))
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, total), wrt=nnx.Param)
+    primary = mesh is None or mesh.is_primary
+    # Logical (unpadded, one-device) shapes: what the model, evaluation and bundles see.
+    logical = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.state((model, optimizer)))
+    padded_rows = None if mesh is None else mesh.logical_rows(
+        {"model": ckpt.model_state(model), "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))})
     run_dir.mkdir(parents=True, exist_ok=True)
     latest_dir, best_dir = run_dir / "checkpoints" / "latest", run_dir / "checkpoints" / "best"
     metrics_path = run_dir / "metrics.jsonl"
@@ -535,7 +552,7 @@ def _fit(
                 "(model or optimisation settings differ); start a new run directory or pass the same config"
             )
         target = {"model": ckpt.model_state(model), "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))}
-        restored, meta = ckpt.load_checkpoint(latest_dir, target)
+        restored, meta = ckpt.load_checkpoint(latest_dir, target if mesh is None else mesh.abstract(target))
         ckpt.restore_model(model, restored["model"])
         opt_state = nnx.state(optimizer, nnx.optimizer.OptState)
         nnx.replace_by_pure_dict(opt_state, jax.tree.map(jnp.asarray, restored["opt"]))
@@ -545,18 +562,26 @@ def _fit(
         if metrics_path.exists():
             history = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
             history = [h for h in history if h["step"] <= start_step]
-    elif metrics_path.exists():
+    elif metrics_path.exists() and primary:
         metrics_path.unlink()
 
     graphdef, state = nnx.split((model, optimizer))
 
-    @jax.jit
-    def train_step(state: Any, step: jax.Array, *batch: Any):
+    def step_fn(state: Any, step: jax.Array, batch: tuple):
         m, opt = nnx.merge(graphdef, state)
         (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(m, step, *batch)
         grad_norm = optax.global_norm(grads)
         opt.update(m, grads)
         return nnx.state((m, opt)), loss, aux, grad_norm
+
+    if mesh is None:
+        train_step = jax.jit(step_fn)
+    else:  # explicit shardings: state by the mesh's rules, batch over data, scalars replicated
+        state = mesh.place(state)
+        train_step = mesh.jit_step(step_fn, state)
+
+    def sync_model() -> None:
+        nnx.update((model, optimizer), state if mesh is None else mesh.to_local(state, logical))
 
     def save(directory: Path, step: int) -> None:
         nnx.update((model, optimizer), state)
@@ -564,21 +589,28 @@ def _fit(
             directory,
             {"model": ckpt.model_state(model), "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))},
             {"step": step, "best_metric": best_metric if math.isfinite(best_metric) else -1e30, "best_step": best_step,
-             "bad_evals": bad_evals, "metric_name": metric_name, "identity_key": identity_key, "identity": identity},
+             "bad_evals": bad_evals, "metric_name": metric_name, "identity_key": identity_key, "identity": identity,
+             **({} if mesh is None else {"mesh": str(mesh.spec), "processes": mesh.process_count})},
+            padded_rows=padded_rows,
         )
 
-    batches = _batches(num_examples, cfg.batch_size, cfg.seed, start_step)
+    batches = (_batches(num_examples, cfg.batch_size, cfg.seed, start_step) if mesh is None else
+               _batches(num_examples, mesh.local_batch_size(cfg.batch_size), cfg.seed, start_step,
+                        mesh.process_index if mesh.process_count > 1 else None))
     stopped_early = False
     step = start_step
     losses_window: list[float] = []
     t0 = time.perf_counter()
     cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*cols, disable=not progress, transient=False) as bar, open(metrics_path, "a") as log:
+    with Progress(*cols, disable=not progress, transient=False) as bar, open(metrics_path if primary else os.devnull, "a") as log:
         task = bar.add_task(f"train {identity['kind']}", total=total, completed=start_step, info="")
         while step < total:
             batch = get_batch(next(batches))
-            state, loss, aux, gnorm = train_step(state, np.int32(step), *batch)
+            if mesh is None:
+                state, loss, aux, gnorm = train_step(state, np.int32(step), batch)
+            else:
+                state, loss, aux, gnorm = train_step(state, mesh.scalar(np.int32(step)), mesh.put_batch(batch))
             step += 1
             losses_window.append(float(loss))
             if not math.isfinite(losses_window[-1]):
@@ -591,8 +623,8 @@ def _fit(
                     rec["loss_per_action"] = dict(zip(loss_names, np.asarray(aux).round(5).tolist(), strict=True))
                 losses_window = []
                 if evaluate is not None:
-                    nnx.update((model, optimizer), state)
-                    metrics = evaluate(model)
+                    sync_model()
+                    metrics = evaluate(model) if mesh is None else mesh.agree(evaluate(model))
                     rec["val"] = metrics
                     if metric_name not in metrics:
                         raise ValueError(f"selection_metric {metric_name!r} is not a validation metric of this "
@@ -617,7 +649,7 @@ def _fit(
                 bar.update(task, info=f"loss {np.mean(losses_window):.4f}")
             bar.update(task, completed=step)
 
-    nnx.update((model, optimizer), state)
+    sync_model()
     if evaluate is not None and best_dir.exists():
         restored, _ = ckpt.load_checkpoint(best_dir, {"model": ckpt.model_state(model),
                                                       "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))})
@@ -625,7 +657,8 @@ def _fit(
     try:
         from phoenix_recsys.train.plots import plot_training_curves
 
-        plot_training_curves(history, run_dir / "training_curves.png", metric_name)
+        if primary:
+            plot_training_curves(history, run_dir / "training_curves.png", metric_name)
     except ImportError:
         pass
     return TrainResult(run_dir, step, best_step, best_metric, metric_name, history, stopped_early)

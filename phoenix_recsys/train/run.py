@@ -28,6 +28,7 @@ from phoenix_recsys.train.loop import (
     train_ranker,
     train_retrieval,
 )
+from phoenix_recsys.train.mesh import MeshPlan, shard_examples
 
 
 def default_model_config(actions: ActionVocabulary, **overrides: Any) -> PhoenixModelConfig:
@@ -130,8 +131,14 @@ def train_job(
     resume: bool = False,
     protocol: str = "time",
     progress: bool = True,
+    mesh: MeshPlan | None = None,
 ) -> dict[str, TrainResult]:
-    """Train the requested models on a dataset directory and write them into the bundle `out_dir`."""
+    """Train the requested models on a dataset directory and write them into the bundle `out_dir`.
+
+    With `mesh`, training runs on that device mesh; across processes each process keeps only its
+    users' training examples (`shard_examples`), and process 0 writes the bundle (single-device
+    parameters, as `serve` loads them).
+    """
     config = config or JobConfig({}, {}, {}, {})
     ds = load_dataset(data_dir)
     model_cfg = config.model_config(ds.actions)
@@ -152,7 +159,8 @@ def train_job(
                                              max_candidates=model_cfg.candidate_seq_len, split=split, protocol=proto,
                                              engagement_actions=tcfg.engagement_actions, progress=progress)
                       for split in ("train", "val"))
-            model, res = train_ranker(model_cfg, tcfg, tr, va, run_dir, resume=resume, progress=progress)
+            tr = tr if mesh is None else shard_examples(tr, mesh.process_index, mesh.process_count)
+            model, res = train_ranker(model_cfg, tcfg, tr, va, run_dir, resume=resume, progress=progress, mesh=mesh)
         else:
             every = tcfg.retrieval_objective == "every_position"
             tr, va = (build_retrieval_examples(ds, hc, history_len=model_cfg.history_seq_len, split=split,
@@ -162,12 +170,18 @@ def train_job(
                                                window_stride=tcfg.window_stride(model_cfg.history_seq_len)
                                                if every and split == "train" else None)
                       for split in ("train", "val"))
+            tr = tr if mesh is None else shard_examples(tr, mesh.process_index, mesh.process_count)
             model, res = train_retrieval(model_cfg, tcfg, tr, va, post_corpus(ds, hc), run_dir, resume=resume,
-                                         progress=progress)
+                                         progress=progress, mesh=mesh)
+        results[kind] = res
+        if mesh is not None and not mesh.is_primary:
+            continue
         save_model(out, kind, model, dataset=dataset_info, train_config=tcfg.to_json(),
                    result={"steps": res.steps, "best_step": res.best_step, "best_metric": res.best_metric,
-                           "metric": res.metric_name, "stopped_early": res.stopped_early})
-        results[kind] = res
+                           "metric": res.metric_name, "stopped_early": res.stopped_early,
+                           **({} if mesh is None else {"mesh": str(mesh.spec), "processes": mesh.process_count})})
+    if mesh is not None:
+        mesh.barrier(f"bundle-{out}")
     return results
 
 
