@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from phoenix_recsys.serve.api.metrics import MAX_BODY_BYTES, Metrics, _ObserveMiddleware
@@ -29,6 +30,7 @@ from phoenix_recsys.serve.api.routes import (
     users_router,
 )
 from phoenix_recsys.serve.api.schemas import INT64_MAX
+from phoenix_recsys.serve.api.strict import validation_error_handler
 from phoenix_recsys.serve.pipeline import FeedService, InvalidRequest, Unsupported
 from phoenix_recsys.serve.settings import ServeSettings
 
@@ -73,6 +75,7 @@ def create_app(service: FeedService, settings: ServeSettings | None = None) -> F
     app.state.metrics = Metrics()
     app.add_exception_handler(InvalidRequest, _invalid_request)
     app.add_exception_handler(Unsupported, _unsupported)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(_ObserveMiddleware, metrics=app.state.metrics)
     for router in (feed_router, rank_router, retrieve_router, events_router, posts_router, users_router, ops_router):
         app.include_router(router)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from phoenix_recsys.serve.api.deps import (
     AuthorIdPath,
@@ -31,14 +32,15 @@ from phoenix_recsys.serve.api.schemas import (
     UserEventsResponse,
     _actions_dict,
 )
+from phoenix_recsys.serve.api.strict import StrictJSONRoute
 from phoenix_recsys.serve.pipeline import NewEvent, NewPost, RankCandidate, Relation
 
-feed_router = APIRouter(prefix="/v1", tags=["feed"])
-rank_router = APIRouter(prefix="/v1", tags=["rank"])
-retrieve_router = APIRouter(prefix="/v1", tags=["retrieve"])
-events_router = APIRouter(prefix="/v1", tags=["events"])
-posts_router = APIRouter(prefix="/v1", tags=["posts"])
-users_router = APIRouter(prefix="/v1/users", tags=["users"])
+feed_router = APIRouter(prefix="/v1", tags=["feed"], route_class=StrictJSONRoute)
+rank_router = APIRouter(prefix="/v1", tags=["rank"], route_class=StrictJSONRoute)
+retrieve_router = APIRouter(prefix="/v1", tags=["retrieve"], route_class=StrictJSONRoute)
+events_router = APIRouter(prefix="/v1", tags=["events"], route_class=StrictJSONRoute)
+posts_router = APIRouter(prefix="/v1", tags=["posts"], route_class=StrictJSONRoute)
+users_router = APIRouter(prefix="/v1/users", tags=["users"], route_class=StrictJSONRoute)
 ops_router = APIRouter(tags=["ops"])
 
 _422 = {422: {"description": "Invalid body, unknown post/action, or a limit exceeded (the detail names the field)."}}
@@ -162,12 +164,8 @@ def get_health(service: ServiceDep) -> Any:
 @ops_router.get("/metrics", response_class=PlainTextResponse)
 def get_metrics_text(service: ServiceDep, metrics: MetricsDep, _: ReadAccess) -> PlainTextResponse:
     """Prometheus text: request counts, latency histograms, errors, feed stage timings."""
-    gauges = {
-        "phoenix_up": ("1 while the server answers.", 1.0),
-        "phoenix_start_time_seconds": ("Server start, seconds since the epoch.", round(metrics.started, 3)),
-        "phoenix_index_posts": ("Posts in the corpus index.", float(len(service.index)) if service.index is not None else 0.0),
-    }
-    return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
+    body = metrics.render(None if service.index is None else len(service.index))
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def vars_of(obj: Any) -> dict[str, Any]:

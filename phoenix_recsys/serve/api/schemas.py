@@ -13,8 +13,14 @@ Id = Annotated[int, Field(ge=0, le=INT64_MAX, description="Non-negative int64 id
 Timestamp = Annotated[int, Field(ge=0, le=INT64_MAX, description="Seconds since the epoch.")]
 Surface = Annotated[int, Field(ge=0, le=2**31 - 1, description="Product surface index.")]
 ActionValue = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: Schema ceilings on every list, so a huge list is refused while parsing, before it is validated
+#: item by item; the server's (lower) configured limits are then checked with a precise message.
+MAX_LIST_ITEMS = 10_000
+MAX_ACTIONS_PER_EVENT = 64
+ActionName = Annotated[str, Field(min_length=1, max_length=64)]
 ActionsIn = Annotated[
-    list[str] | dict[str, ActionValue],
+    Annotated[list[ActionName], Field(max_length=MAX_ACTIONS_PER_EVENT)]
+    | Annotated[dict[ActionName, ActionValue], Field(max_length=MAX_ACTIONS_PER_EVENT)],
     Field(description='Action names (each = 1) or a map name -> value, e.g. ["favorite"] or {"dwell_time": 12.5}.'),
 ]
 
@@ -55,7 +61,7 @@ class HistoryEventIn(_Request):
 
 class _UserOrHistory(_Request):
     user_id: Id | None = None
-    history: list[HistoryEventIn] | None = Field(None, description="Explicit history, oldest first.")
+    history: list[HistoryEventIn] | None = Field(None, max_length=MAX_LIST_ITEMS, description="Explicit history, oldest first.")
 
     @model_validator(mode="after")
     def _one_of(self) -> _UserOrHistory:
@@ -79,7 +85,7 @@ class CandidateIn(_Request):
 class RankRequest(_UserOrHistory):
     """`POST /v1/rank`."""
 
-    candidates: list[CandidateIn] = Field(min_length=1)
+    candidates: list[CandidateIn] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
     product_surface: Surface | None = None
 
 
@@ -103,7 +109,7 @@ class EventIn(_Request):
 class EventsRequest(_Request):
     """`POST /v1/events`: written atomically, all or none."""
 
-    events: list[EventIn] = Field(min_length=1)
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
 
 
 class PostIn(_Request):
@@ -127,7 +133,7 @@ class PostIn(_Request):
 class PostsRequest(_Request):
     """`POST /v1/posts`: stored and indexed at once."""
 
-    posts: list[PostIn] = Field(min_length=1)
+    posts: list[PostIn] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
 
 
 class Contribution(BaseModel):
