@@ -1,15 +1,17 @@
-# phoenix-recsys: every target makes/refreshes .venv first, so a fresh clone needs only `make demo` / `make test`.
+# phoenix-recsys: every target makes/refreshes the venv first, so a fresh clone needs only `make demo` / `make test`.
+# The venv installs the package with every extra, at the exact versions in constraints.txt.
+# Another Python: `make test PY=python3.13 VENV=.venv-3.13`.
 PY ?= python3.11
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench bench-quality clean
+.PHONY: demo test lint bench bench-quality wheel clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,5 +30,9 @@ bench: $(STAMP)
 bench-quality: $(STAMP)
 	$(BIN)/python -m benchmarks.run quality
 
+# A wheel in dist/, as `pip install` would take it.
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-* build dist *.egg-info

@@ -1,4 +1,4 @@
-"""The "For You" feed (SPEC 7) as small stage functions, and `FeedService`, which owns bundle, store and index.
+"""`FeedService`, which owns bundle, store and index and wires the feed stages (`serve.feed`) together.
 
 Axes: N candidates, A actions, D embedding width, S history length.
 
@@ -13,13 +13,13 @@ One feed request runs, in order:
   score     weighted score -> negative offset -> author diversity -> out-of-network factor
   select    top-k, each item with its source, probabilities, scores and multipliers
 
-The stage functions take plain inputs, so each can be tested alone; `FeedService.feed` wires them.
+The stage functions (`serve.feed`) take plain inputs, so each can be tested alone; `FeedService.feed`
+wires them. Types live in `serve.types`, the jitted models in `serve.runtime`; the names stay
+importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import logging
 import math
 import threading
@@ -28,672 +28,58 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import faiss
-import jax
 import numpy as np
-from flax import nnx
 
-from phoenix_recsys.actions import ActionKind, ActionVocabulary, weight_vector
-from phoenix_recsys.data.batch import RecsysBatch
-from phoenix_recsys.data.schema import load_dataset
-from phoenix_recsys.model.cached import CachedRanker
 from phoenix_recsys.serve import history as hist
+from phoenix_recsys.serve.feed import (
+    cold_start_sources,
+    explain_items,
+    feed_scoring_config,
+    hydrate,
+    in_network_source,
+    out_of_network_source,
+    rank_candidates,
+    score_feed,
+)
 from phoenix_recsys.serve.filters import (
-    SOURCE_FRESH,
-    SOURCE_IN_NETWORK,
-    SOURCE_OUT_OF_NETWORK,
-    SOURCE_POPULAR,
     Candidates,
     FilterConfig,
     FilterContext,
     apply_filters,
 )
 from phoenix_recsys.serve.index import CorpusIndex, IndexConfig, make_fingerprint
-from phoenix_recsys.serve.scoring import VQV_ACTION, ScoreBreakdown, ScoringConfig, score_candidates
+from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings, candidate_buckets, padded_size
+from phoenix_recsys.serve.seed import seed_store
 from phoenix_recsys.serve.settings import Clock, ServeSettings
-from phoenix_recsys.serve.store import History, SeedReport, Store
-from phoenix_recsys.train.bundle import Bundle, load_bundle
+from phoenix_recsys.serve.store import History, Store
+from phoenix_recsys.serve.types import (
+    EventsResult,
+    FeedItem,
+    FeedResult,
+    HistoryEvent,
+    IndexInfo,
+    InvalidRequest,
+    NewEvent,
+    NewPost,
+    RankCandidate,
+    RankedCandidate,
+    RankResult,
+    Relation,
+    RetrievedPost,
+    RetrieveResult,
+    Unsupported,
+)
+from phoenix_recsys.train.bundle import Bundle
 
 _log = logging.getLogger(__name__)
 
-#: Candidate-block sizes the ranker is compiled for: a request pads its N candidates up to the
-#: next size (powers of 4 from 64 up to the chunk size, then whole chunks). CPU compiles of a
-#: scoring program take seconds, so few sizes (3 at the default chunk of 1024) keep warm-up short,
-#: at the cost of scoring up to 4x padding rows, which are masked and cost microseconds each.
-_CANDIDATE_BUCKET_MIN = 64
-#: Batch sizes the candidate tower is compiled for: small online adds and bulk corpus encoding.
-_POST_CHUNK_MIN, _POST_CHUNK_MAX = 64, 4096
-#: How many of an item's largest weighted contributions the explanation lists.
-_TOP_CONTRIBUTIONS = 3
 #: Event and post times may run this far ahead of the wall clock (client clock skew); later ones
 #: are refused, since one far-future timestamp would move the data clock for good.
 MAX_FUTURE_S = 86_400
 
+__all__ = ["EventsResult", "FeedItem", "FeedResult", "FeedService", "HistoryEvent", "IndexInfo", "InvalidRequest", "MAX_FUTURE_S", "ModelRuntime", "NewEvent", "NewPost", "RankCandidate", "RankResult", "RankedCandidate", "Relation", "RetrieveResult", "RetrievedPost", "Unsupported", "apply_process_settings", "candidate_buckets", "cold_start_sources", "explain_items", "feed_scoring_config", "hydrate", "in_network_source", "index_fingerprint", "out_of_network_source", "padded_size", "rank_candidates", "score_feed", "seed_store"]
 
-# --------------------------------------------------------------------------------------------
-# Errors and inputs
-# --------------------------------------------------------------------------------------------
-class InvalidRequest(ValueError):
-    """A request the service refuses; nothing was written.
 
-    Attributes:
-      loc: where the problem is, relative to `where` (e.g. `("candidates", 3, "author_id")`).
-      where: "body", "path" or "query".
-      kind: a short machine-readable type ("value_error", "limit_exceeded", "unknown_post" ...).
-      ctx: extra machine-readable details (e.g. `{"limit": 200}`).
-    """
-
-    def __init__(
-        self,
-        loc: tuple[str | int, ...],
-        msg: str,
-        *,
-        kind: str = "value_error",
-        where: str = "body",
-        ctx: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(f"{'.'.join(map(str, loc))}: {msg}")
-        self.loc = loc
-        self.msg = msg
-        self.kind = kind
-        self.where = where
-        self.ctx = dict(ctx or {})
-
-
-class Unsupported(RuntimeError):
-    """The loaded bundle cannot serve this request (e.g. retrieval without a retrieval model)."""
-
-
-class Relation(enum.StrEnum):
-    """Social-graph edges a user can set on an author."""
-
-    FOLLOWS = "follows"
-    BLOCKS = "blocks"
-    MUTES = "mutes"
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class HistoryEvent:
-    """One event of an explicit history (oldest first in a request); author None = look it up."""
-
-    post_id: int
-    actions: Mapping[str, float]
-    author_id: int | None = None
-    product_surface: int = 0
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RankCandidate:
-    """A candidate to rank; author None = look it up; surface None = the configured feed surface;
-    in_network None = whether the viewer follows the author in the store (False when anonymous)."""
-
-    post_id: int
-    author_id: int | None = None
-    product_surface: int | None = None
-    in_network: bool | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class NewEvent:
-    """An engagement (or, with no positive action, an impression) to record."""
-
-    user_id: int
-    post_id: int
-    actions: Mapping[str, float]
-    timestamp: int | None = None
-    product_surface: int = 0
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class NewPost:
-    """A post to add (or update: the latest write wins)."""
-
-    post_id: int
-    author_id: int
-    created_at: int | None = None
-    text: str | None = None
-    repost_of: int | None = None
-    video_duration_s: float | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class FeedItem:
-    """One served post and why it is there.
-
-    Attributes:
-      rank: 1-based position in the feed.
-      source: where the candidate came from (`in_network`, `out_of_network`, `popular`, `fresh`).
-      in_network: the viewer follows the author (what the out-of-network factor looks at).
-      age_s: seconds between creation and the request time.
-      retrieval_score: two-tower dot product for retrieved posts, else None.
-      probabilities: action -> predicted probability (binary) or value (continuous).
-      weighted_score / offset_score: sum of weight x prediction, and after the negative offset.
-      diversity_multiplier / oon_multiplier: the multipliers applied.
-      final_score: offset x diversity x oon, the ranking score.
-      top_contributions: the largest |weight x prediction| terms, (action, contribution).
-    """
-
-    rank: int
-    post_id: int
-    author_id: int
-    created_at: int
-    age_s: int
-    source: str
-    in_network: bool
-    retrieval_score: float | None
-    probabilities: dict[str, float]
-    weighted_score: float
-    offset_score: float
-    diversity_multiplier: float
-    oon_multiplier: float
-    final_score: float
-    top_contributions: tuple[tuple[str, float], ...]
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        # Field by field rather than `dataclasses.asdict`, whose deep copies cost ~0.1 ms per item.
-        out = {f: getattr(self, f) for f in _FEED_ITEM_FIELDS}
-        out["top_contributions"] = [{"action": a, "contribution": c} for a, c in self.top_contributions]
-        return out
-
-
-_FEED_ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(FeedItem))
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class FeedResult:
-    """A feed page with the pipeline's bookkeeping.
-
-    Attributes:
-      user_id / now: the viewer and the request time used.
-      cold_start: the viewer had no history, so popular + fresh replaced retrieval.
-      history_length: events in the model's history.
-      sources: candidates per source before filtering.
-      filtered: filter name -> candidates it removed.
-      ranked: candidates the model scored.
-      items: the page, best first.
-      timings_ms: stage -> milliseconds.
-    """
-
-    user_id: int
-    now: int
-    cold_start: bool
-    history_length: int
-    sources: dict[str, int]
-    filtered: dict[str, int]
-    ranked: int
-    items: tuple[FeedItem, ...]
-    timings_ms: dict[str, float]
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "items"}
-        out["items"] = [i.to_json() for i in self.items]
-        return out
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RankedCandidate:
-    """Model scores of one `/v1/rank` candidate (input order is kept).
-
-    Attributes:
-      probabilities: action -> prediction.
-      weighted_score: sum of weight x prediction (the model's weighted score, as
-        `model.ranking_output` computes it: no video gate, offset or multipliers; the feed adds those).
-    """
-
-    post_id: int
-    author_id: int
-    probabilities: dict[str, float]
-    weighted_score: float
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RankResult:
-    """`/v1/rank` result: `candidates` in input order, `ranking` their indices best first."""
-
-    user_id: int | None
-    history_length: int
-    candidates: tuple[RankedCandidate, ...]
-    ranking: tuple[int, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RetrievedPost:
-    """One retrieval hit: post, author (-1 if the store lacks it) and dot-product score."""
-
-    post_id: int
-    author_id: int
-    score: float
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RetrieveResult:
-    """`/v1/retrieve` result, best first."""
-
-    user_id: int | None
-    history_length: int
-    items: tuple[RetrievedPost, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class EventsResult:
-    """Rows written by `FeedService.add_events`."""
-
-    engagements: int
-    impressions: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class IndexInfo:
-    """How the corpus index was obtained at start ("loaded" from disk or "built") and where it lives."""
-
-    source: str
-    directory: Path
-    fingerprint: str
-    size: int
-
-
-# --------------------------------------------------------------------------------------------
-# Model runtime: the jitted programs, compiled once per bundle
-# --------------------------------------------------------------------------------------------
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
-def candidate_buckets(chunk_size: int) -> tuple[int, ...]:
-    """The padded candidate-block sizes up to one chunk: 64, 256, 1024 ... capped at `chunk_size`."""
-    out, b = [], _CANDIDATE_BUCKET_MIN
-    while b < chunk_size:
-        out.append(b)
-        b *= 4
-    out.append(chunk_size)
-    return tuple(out)
-
-
-def padded_size(n: int, chunk_size: int) -> int:
-    """The block size a request of `n` candidates is padded to (see `candidate_buckets`)."""
-    if n > chunk_size:
-        return -(-n // chunk_size) * chunk_size
-    return next(b for b in candidate_buckets(chunk_size) if b >= n)
-
-
-def _probabilities(logits: np.ndarray, binary: np.ndarray) -> np.ndarray:
-    """NumPy twin of `model.ranker.probabilities_from_logits` (sigmoid / softplus, float32).
-
-    NumPy rather than jnp because N differs per request and each new shape would compile a new
-    eager XLA program; the two agree to float32 rounding.
-    """
-    x = np.asarray(logits, dtype=np.float32)
-    with np.errstate(over="ignore"):
-        sig = np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
-        soft = np.logaddexp(np.float32(0.0), x)
-    return np.where(binary, sig, soft).astype(np.float32)
-
-
-class ModelRuntime:
-    """The bundle's models behind jitted functions, built once and shared by services and threads.
-
-    Compiled programs: one context encoder and one candidate scorer per candidate bucket
-    (`candidate_buckets`: 64, 256, 1024 by default), one user tower (B = 1, S fixed) and two
-    candidate-tower batch sizes. Every request pads to these shapes, so nothing compiles after
-    `warmup`.
-    """
-
-    def __init__(self, bundle: Bundle, *, chunk_size: int = 1024) -> None:
-        """Wrap a loaded bundle; it must hold a ranker (the retriever is optional)."""
-        if bundle.ranker is None:
-            raise ValueError(f"bundle {bundle.path} has no ranker; the feed needs one")
-        self.bundle = bundle
-        self.config = bundle.ranker.config
-        self.vocab: ActionVocabulary = self.config.actions
-        self.hash_config = self.config.hash_config
-        self.ranker = CachedRanker(bundle.ranker, chunk_size=chunk_size)
-        self._binary = np.array(self.vocab.binary_mask(), dtype=bool)
-        self.retrieval_config = None if bundle.retrieval is None else bundle.retrieval.config
-        if bundle.retrieval is not None:
-            graphdef, state = nnx.split(bundle.retrieval)
-            self._tower_state = state
-            self._user_tower = jax.jit(lambda st, b: nnx.merge(graphdef, st).build_user_representation(b)[0])
-            self._post_tower = jax.jit(lambda st, p, a: nnx.merge(graphdef, st).encode_posts(p, a))
-
-    @classmethod
-    def load(cls, bundle_dir: str | Path, *, chunk_size: int = 1024) -> ModelRuntime:
-        """Load a bundle directory and wrap it."""
-        return cls(load_bundle(bundle_dir), chunk_size=chunk_size)
-
-    @property
-    def has_retrieval(self) -> bool:
-        return self.retrieval_config is not None
-
-    @property
-    def fingerprint(self) -> str:
-        """The bundle's parameter fingerprint."""
-        return self.bundle.fingerprint()
-
-    def predict(self, batch: RecsysBatch) -> np.ndarray:
-        """Predictions `[N, A]` float32 for the N candidates of a B = 1 batch (N >= 1).
-
-        The candidate block is padded (hash 0 = padding) to `padded_size(N)`, so only the few
-        bucket sizes are ever compiled; candidate isolation makes the padding invisible.
-        """
-        n = batch.num_candidates
-        size = padded_size(n, self.ranker.chunk_size)
-        if size > n:
-            pad = size - n
-
-            def grow(x: np.ndarray | None) -> np.ndarray | None:
-                if x is None:
-                    return None
-                x = np.asarray(x)
-                return np.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-
-            batch = batch.with_candidates(
-                grow(batch.candidate_post_hashes),
-                grow(batch.candidate_author_hashes),
-                grow(batch.candidate_product_surface),
-                grow(batch.candidate_impr_ts),
-                grow(batch.candidate_post_creation_ts),
-                grow(batch.candidate_in_network),
-            )
-        out = self.ranker.score(batch)
-        return _probabilities(np.asarray(out.logits, np.float32)[0, :n], self._binary)
-
-    def user_embedding(self, batch: RecsysBatch) -> np.ndarray:
-        """User-tower embedding `[D]` of a B = 1 context batch."""
-        if not self.has_retrieval:
-            raise Unsupported("the bundle has no retrieval model")
-        return np.asarray(self._user_tower(self._tower_state, batch), np.float32)[0]
-
-    def post_embeddings(self, post_ids: np.ndarray, author_ids: np.ndarray) -> np.ndarray:
-        """Candidate-tower embeddings `[P, D]` of posts with their authors."""
-        if not self.has_retrieval:
-            raise Unsupported("the bundle has no retrieval model")
-        assert self.retrieval_config is not None
-        post_ids = np.asarray(post_ids, np.int64)
-        n = post_ids.shape[0]
-        d = self.retrieval_config.emb_size
-        if n == 0:
-            return np.zeros((0, d), np.float32)
-        hc = self.hash_config
-        p_all = hc.hash_items(post_ids)
-        a_all = hist.hash_by_unique(np.asarray(author_ids, np.int64), hc.hash_authors)
-        k = _POST_CHUNK_MIN if n <= _POST_CHUNK_MIN else _POST_CHUNK_MAX
-        out = []
-        for start in range(0, n, k):
-            stop = min(start + k, n)
-            # Pad to the chunk size: the same few compiled programs serve every call.
-            p = np.pad(p_all[start:stop], ((0, k - (stop - start)), (0, 0)))
-            a = np.pad(a_all[start:stop], ((0, k - (stop - start)), (0, 0)))
-            out.append(np.asarray(self._post_tower(self._tower_state, p, a), np.float32)[: stop - start])
-        return np.concatenate(out, axis=0)
-
-    def context(self, user_id: int | None, history: History, *, for_retrieval: bool = False) -> RecsysBatch:
-        """The `[user | history]` batch for the ranker (or the user tower), padded to its S."""
-        cfg = self.retrieval_config if for_retrieval and self.retrieval_config is not None else self.config
-        return hist.context_batch(
-            user_id, history, hash_config=self.hash_config, vocab=self.vocab, history_len=cfg.history_seq_len
-        )
-
-    def warmup(self, max_candidates: int) -> float:
-        """Compile every program a request of up to `max_candidates` candidates can use.
-
-        Returns:
-          Seconds spent.
-        """
-        t0 = time.perf_counter()
-        empty = hist.make_history([], [], [])
-        ctx = self.context(0, empty)
-        top = padded_size(max(1, max_candidates), self.ranker.chunk_size)
-        for k in candidate_buckets(self.ranker.chunk_size):
-            if k > top:
-                break
-            batch = hist.with_candidates(
-                ctx, np.arange(k), np.zeros(k, np.int64), hash_config=self.hash_config, product_surface=0, now=0
-            )
-            self.predict(batch)
-        if self.has_retrieval:
-            self.user_embedding(self.context(0, empty, for_retrieval=True))
-            self.post_embeddings(np.arange(1), np.zeros(1, np.int64))
-            self.post_embeddings(np.arange(_POST_CHUNK_MIN + 1), np.zeros(_POST_CHUNK_MIN + 1, np.int64))
-        return time.perf_counter() - t0
-
-
-# --------------------------------------------------------------------------------------------
-# Seeding and scoring configuration
-# --------------------------------------------------------------------------------------------
-def seed_store(store: Store, data_dir: str | Path, vocab: ActionVocabulary) -> SeedReport | None:
-    """Load a dataset directory into an empty store (a store that has posts is left alone).
-
-    Mirrors the training definition of an engagement: events with any binary action become
-    engagements (all their action values kept, dwell time included); events with only a continuous
-    action (dwell on nearly every impression) or none become impressions, i.e. "seen". Video
-    durations of 0 mean "not a video" in the dataset format and become NaN (no video) in the store.
-    Follow rows with user_id == author_id are dropped: the store refuses self-follows, and in
-    datasets where authors are not users (synthetic worlds) such a row links two different entities.
-
-    Args:
-      store: the target store.
-      data_dir: a dataset directory (`data.schema`).
-      vocab: the bundle's action vocabulary; the dataset's must be the same.
-
-    Returns:
-      The `SeedReport`, or None when the store already had posts.
-
-    Raises:
-      ValueError: the dataset's actions differ from the bundle's.
-    """
-    if store.num_posts() > 0:
-        return None
-    ds = load_dataset(data_dir)
-    if ds.actions.names != vocab.names:
-        raise ValueError(
-            f"dataset {ds.name!r} declares actions {list(ds.actions.names)}, but the bundle predicts "
-            f"{list(vocab.names)}; serve a bundle trained on this dataset"
-        )
-    values = {n: ds.column(n).astype(np.float64) for n in vocab.names}
-    binary = np.zeros(ds.num_events, dtype=bool)
-    for a in vocab:
-        if a.kind is ActionKind.BINARY:
-            binary |= values[a.name] > 0
-    for a in vocab:
-        if a.kind is not ActionKind.BINARY:
-            values[a.name] = np.where(binary, values[a.name], 0.0)
-    events: dict[str, Any] = {
-        c: ds.column(c) for c in ("user_id", "post_id", "author_id", "timestamp", "product_surface")
-    }
-    events.update(values)
-    posts: dict[str, Any] = {c: ds.column(c, "posts") for c in ("post_id", "author_id", "created_at")}
-    if "video_duration" in ds.posts.column_names:
-        v = ds.column("video_duration", "posts").astype(np.float64)
-        posts["video_duration_s"] = np.where(np.isfinite(v) & (v > 0), v, np.nan)
-    follows = None
-    if ds.follows is not None:
-        fu, fa = ds.column("user_id", "follows"), ds.column("author_id", "follows")
-        keep = fu != fa
-        if not keep.all():
-            _log.info("seeding: dropped %d self-follow rows", int((~keep).sum()))
-        follows = {"user_id": fu[keep], "author_id": fa[keep]}
-    report = store.seed_from_tables(events, posts, follows, action_names=list(vocab.names))
-    _log.info("seeded %s from %s: %s", store.path, ds.path, report)
-    return report
-
-
-def apply_process_settings(settings: ServeSettings) -> None:
-    """Apply the settings that are process-wide by nature (FAISS's OpenMP threads).
-
-    Kept out of `FeedService.open`, so a library user's process is changed only on request; the
-    `serve` and `feed` commands, which own their process, call it.
-    """
-    if settings.faiss_threads is not None:
-        faiss.omp_set_num_threads(settings.faiss_threads)
-
-
-def feed_scoring_config(vocab: ActionVocabulary, overrides: Mapping[str, Any] | None = None) -> ScoringConfig:
-    """The scoring configuration for a vocabulary: production weights, sensible defaults elsewhere.
-
-    Phoenix action names take their production weight; other actions (an imported dataset's own
-    vocabulary) take +1 if positive, -1 if negative, 0 if continuous (`actions.weight_vector`), so
-    the weighted score is meaningful on any vocabulary. `overrides` (`ScoringConfig.to_json` keys)
-    are applied on top; a weight for an action outside the vocabulary is rejected.
-    """
-    base = ScoringConfig(weights=dict(zip(vocab.names, weight_vector(vocab), strict=True)))
-    if not overrides:
-        return base
-    fields = {k: v for k, v in overrides.items() if k != "weights"}
-    return base.with_overrides(dict(overrides.get("weights") or {}), vocab=vocab, **fields)
-
-
-# --------------------------------------------------------------------------------------------
-# Stages
-# --------------------------------------------------------------------------------------------
-def in_network_source(store: Store, followed: np.ndarray, *, limit: int, per_author_cap: int) -> Candidates:
-    """Newest posts of the authors the viewer follows, newest first."""
-    return store.recent_posts_by_authors(followed, limit_total=limit, per_author_cap=per_author_cap).to_candidates(
-        SOURCE_IN_NETWORK
-    )
-
-
-def out_of_network_source(
-    index: CorpusIndex, user_embedding: np.ndarray, *, limit: int, exclude: np.ndarray
-) -> Candidates:
-    """Two-tower retrieval: the `limit` posts nearest the user embedding, skipping `exclude`.
-
-    Only ids and retrieval scores are known here; `hydrate` fills in the rest.
-    """
-    if limit == 0 or len(index) == 0:
-        return Candidates.empty()
-    res = index.search(user_embedding[None, :], k=limit, exclude=[exclude])
-    ok = res.ids[0] >= 0
-    ids = res.ids[0][ok]
-    unknown = np.full(ids.shape[0], -1, np.int64)
-    return Candidates(
-        post_ids=ids,
-        author_ids=unknown,
-        created_at=unknown,
-        source=np.full(ids.shape[0], SOURCE_OUT_OF_NETWORK, dtype=object),
-        retrieval_score=res.scores[0][ok],
-    )
-
-
-def cold_start_sources(store: Store, *, popular: int, fresh: int, popular_since: int | None) -> Candidates:
-    """Popular posts (most engagement events, optionally in a window) then the newest posts."""
-    return Candidates.concat(
-        [
-            store.popular_posts(popular, since=popular_since).to_candidates(SOURCE_POPULAR),
-            store.fresh_posts(fresh).to_candidates(SOURCE_FRESH),
-        ]
-    )
-
-
-def hydrate(store: Store, candidates: Candidates) -> Candidates:
-    """Author, creation time, repost, text and video of every candidate, read from the store.
-
-    A post the store lacks gets author -1, which the missing-author filter then removes.
-    """
-    if len(candidates) == 0:
-        return candidates
-    rows = store.get_posts(candidates.post_ids)
-    return dataclasses.replace(
-        candidates,
-        author_ids=rows.author_ids,
-        created_at=rows.created_at,
-        repost_of=rows.repost_of,
-        text=rows.text,
-        video_duration_s=rows.video_duration_s,
-    )
-
-
-def rank_candidates(
-    runtime: ModelRuntime,
-    context: RecsysBatch,
-    candidates: Candidates,
-    *,
-    in_network: np.ndarray,
-    now: int,
-    product_surface: int | np.ndarray,
-) -> np.ndarray:
-    """Model predictions `[N, A]` for every candidate: one context encoding, then cached scoring."""
-    if len(candidates) == 0:
-        return np.zeros((0, len(runtime.vocab)), np.float32)
-    batch = hist.with_candidates(
-        context,
-        candidates.post_ids,
-        candidates.author_ids,
-        hash_config=runtime.hash_config,
-        product_surface=product_surface,
-        now=now,
-        created_at=candidates.created_at,
-        in_network=in_network,
-    )
-    return runtime.predict(batch)
-
-
-def score_feed(
-    probs: np.ndarray, candidates: Candidates, in_network: np.ndarray, vocab: ActionVocabulary, config: ScoringConfig
-) -> ScoreBreakdown:
-    """SPEC 7 scorers over all candidates (weighted -> offset -> author diversity -> out-of-network)."""
-    return score_candidates(
-        probs,
-        vocab,
-        config,
-        author_ids=candidates.author_ids,
-        in_network=in_network,
-        video_duration_s=candidates.video_duration_s,
-    )
-
-
-def explain_items(
-    order: np.ndarray,
-    candidates: Candidates,
-    in_network: np.ndarray,
-    probs: np.ndarray,
-    breakdown: ScoreBreakdown,
-    vocab: ActionVocabulary,
-    config: ScoringConfig,
-    now: int,
-) -> tuple[FeedItem, ...]:
-    """The selected candidates (`order`, best first) as `FeedItem`s with their explanation."""
-    w = config.weight_vector(vocab)
-    names = vocab.names
-    # The vqv weight counts only for long enough videos (as in `weighted_scores`); so here too.
-    vqv = vocab.index(VQV_ACTION) if VQV_ACTION in vocab and candidates.video_duration_s is not None else None
-    items = []
-    for rank, i in enumerate(order.tolist(), start=1):
-        contrib = probs[i].astype(np.float64) * w
-        if vqv is not None and not candidates.video_duration_s[i] > config.vqv_min_video_seconds:
-            contrib[vqv] = 0.0
-        top = np.argsort(-np.abs(contrib), kind="stable")[:_TOP_CONTRIBUTIONS]
-        ex = breakdown.explain(i)
-        rs = None if candidates.retrieval_score is None else float(candidates.retrieval_score[i])
-        items.append(
-            FeedItem(
-                rank=rank,
-                post_id=int(candidates.post_ids[i]),
-                author_id=int(candidates.author_ids[i]),
-                created_at=int(candidates.created_at[i]),
-                age_s=int(now - candidates.created_at[i]),
-                source=str(candidates.source[i]),
-                in_network=bool(in_network[i]),
-                retrieval_score=None if rs is None or math.isnan(rs) else rs,
-                probabilities={n: float(p) for n, p in zip(names, probs[i].tolist(), strict=True)},
-                weighted_score=ex["weighted"],
-                offset_score=ex["offset"],
-                diversity_multiplier=ex["diversity_multiplier"],
-                oon_multiplier=ex["oon_multiplier"],
-                final_score=ex["final"],
-                top_contributions=tuple((names[j], float(contrib[j])) for j in top.tolist() if contrib[j] != 0),
-            )
-        )
-    return tuple(items)
-
-
-# --------------------------------------------------------------------------------------------
-# The service
-# --------------------------------------------------------------------------------------------
 class _Timer:
     """Per-stage wall time in milliseconds."""
 

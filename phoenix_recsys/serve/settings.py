@@ -36,6 +36,8 @@ ENV_PREFIX = "PHOENIX_"
 MIN_API_KEY_LENGTH = 16
 
 PositiveInt = Annotated[int, Field(ge=1)]
+#: Request-size limits stay within the API schema's ceiling on list lengths (`api.schemas.MAX_LIST_ITEMS`).
+RequestLimit = Annotated[int, Field(ge=1, le=10_000)]
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
@@ -101,11 +103,11 @@ class ServeSettings(BaseModel):
     protect_reads: bool = False
 
     max_k: PositiveInt = 200
-    max_rank_candidates: PositiveInt = 5000
-    max_retrieve_k: PositiveInt = 1000
-    max_history_items: PositiveInt = 1000
-    max_events_per_request: PositiveInt = 1000
-    max_posts_per_request: PositiveInt = 1000
+    max_rank_candidates: RequestLimit = 5000
+    max_retrieve_k: RequestLimit = 1000
+    max_history_items: RequestLimit = 1000
+    max_events_per_request: RequestLimit = 1000
+    max_posts_per_request: RequestLimit = 1000
 
     in_network_limit: NonNegInt = 1200
     in_network_per_author: NonNegInt = 50

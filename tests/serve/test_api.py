@@ -248,16 +248,28 @@ def test_read_only_and_protected_reads(make_client):
 
 
 def test_metrics_count_requests_latency_and_errors(client):
+    from prometheus_client.parser import text_string_to_metric_families
+
     client.post("/v1/feed", json={"user_id": 1, "k": 3})
     client.post("/v1/feed", json={"user_id": 1, "k": 0})
     client.put("/v1/users/1/blocks/2")
     text = client.get("/metrics").text
-    assert 'phoenix_http_requests_total{method="POST",route="/v1/feed",status="200"} 1' in text
-    assert 'phoenix_http_requests_total{method="POST",route="/v1/feed",status="422"} 1' in text
-    assert 'phoenix_http_errors_total{method="PUT",route="/v1/users/{user_id}/{relation}/{author_id}",status_class="4xx"} 1' in text
-    assert 'phoenix_http_request_duration_seconds_bucket{method="POST",route="/v1/feed",le="+Inf"} 2' in text
-    assert 'phoenix_feed_stage_seconds_count{stage="rank"} 1' in text
-    assert "phoenix_index_posts 300" in text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }  # parsed by prometheus-client's own parser
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("phoenix_http_requests_total", method="POST", route="/v1/feed", status="200") == 1
+    assert value("phoenix_http_requests_total", method="POST", route="/v1/feed", status="422") == 1
+    route = "/v1/users/{user_id}/{relation}/{author_id}"
+    assert value("phoenix_http_errors_total", method="PUT", route=route, status_class="4xx") == 1
+    assert value("phoenix_http_request_duration_seconds_bucket", method="POST", route="/v1/feed", le="+Inf") == 2
+    assert value("phoenix_feed_stage_seconds_count", stage="rank") == 1
+    assert value("phoenix_index_posts") == 300
     assert "# TYPE phoenix_http_request_duration_seconds histogram" in text
 
 

@@ -61,10 +61,10 @@ def test_memory_path_is_refused():
 def test_migrations_versioned_and_idempotent_on_reopen(tmp_path):
     path = tmp_path / "m.db"
     with Store.open(path) as s:
-        assert s.schema_version() == 1
+        assert s.schema_version() == len(MIGRATIONS) == 2
         _posts(s, 3)
     with Store.open(path) as s:  # reopen: nothing re-applied, data intact
-        assert s.applied_migrations() == [(1, "initial schema")]
+        assert s.applied_migrations() == [(1, "initial schema"), (2, "post sequence")]
         assert s.num_posts() == 3
 
 
@@ -73,16 +73,16 @@ def test_a_later_migration_applies_once_and_older_code_refuses_the_file(tmp_path
     with Store.open(path) as s:
         _posts(s, 3)
     v2 = Migration(
-        version=2,
+        version=len(MIGRATIONS) + 1,
         name="post language",
         sql="ALTER TABLE posts ADD COLUMN lang TEXT; CREATE INDEX idx_posts_lang ON posts (lang);",
     )
     with Store.open(path, migrations=(*MIGRATIONS, v2)) as s:
-        assert s.applied_migrations() == [(1, "initial schema"), (2, "post language")]
+        assert s.applied_migrations()[-1] == (3, "post language")
         cols = [r[1] for r in s._conn().execute("PRAGMA table_info(posts)")]
         assert "lang" in cols and s.num_posts() == 3
     with Store.open(path, migrations=(*MIGRATIONS, v2)) as s:
-        assert s.schema_version() == 2  # not applied twice (ALTER would fail if it were)
+        assert s.schema_version() == 3  # not applied twice (ALTER would fail if it were)
     with pytest.raises(SchemaVersionError, match="newer"):
         Store.open(path)
 
@@ -90,12 +90,12 @@ def test_a_later_migration_applies_once_and_older_code_refuses_the_file(tmp_path
 def test_a_failing_migration_is_rolled_back(tmp_path):
     path = tmp_path / "m.db"
     bad = Migration(
-        version=2, name="broken", sql="CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such;"
+        version=len(MIGRATIONS) + 1, name="broken", sql="CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such;"
     )
     with pytest.raises(sqlite3.OperationalError):
         Store.open(path, migrations=(*MIGRATIONS, bad))
     with Store.open(path) as s:
-        assert s.schema_version() == 1
+        assert s.schema_version() == len(MIGRATIONS)
         tables = {r[0] for r in s._conn().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "half_done" not in tables and "posts" in tables
 
@@ -420,3 +420,20 @@ def test_seed_100k_rows_is_fast(store):
     n_eng = store._conn().execute("SELECT COUNT(*) FROM engagements").fetchone()[0]
     assert n_eng == rep.engagements > 50_000
     assert elapsed < 10.0, f"seeding 100k rows took {elapsed:.1f}s"
+
+
+def test_post_sequence_numbers_every_post_write_in_order(store):
+    assert store.post_seq() == 0 and len(store.posts_since(0)) == 0
+    store.add_posts([5, 6], [1, 2], [10, 20])
+    store.add_posts([5], [3], [30])  # an update is a new entry
+    ch = store.posts_since(0)
+    assert ch.post_ids.tolist() == [5, 6, 5] and ch.ops.tolist() == ["upsert"] * 3
+    assert ch.seqs.tolist() == sorted(ch.seqs.tolist()) and ch.last_seq == store.post_seq()
+    assert store.posts_since(int(ch.seqs[0])).post_ids.tolist() == [6, 5]
+    ids, ops = ch.latest()
+    assert ids.tolist() == [5, 6] and ops.tolist() == ["upsert", "upsert"]
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add_posts([7], [1], [0])
+            raise RuntimeError("undone")
+    assert store.post_seq() == ch.last_seq  # a rolled-back write leaves no entry

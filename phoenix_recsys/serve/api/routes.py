@@ -1,0 +1,174 @@
+"""The routers: thin, one service call each (parse the schema, call, build the response)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from phoenix_recsys.serve.api.deps import (
+    AuthorIdPath,
+    MetricsDep,
+    ReadAccess,
+    ServiceDep,
+    UserIdPath,
+    WriteAccess,
+)
+from phoenix_recsys.serve.api.schemas import (
+    EventsRequest,
+    EventsResponse,
+    FeedRequest,
+    FeedResponse,
+    HealthResponse,
+    PostsRequest,
+    PostsResponse,
+    RankRequest,
+    RankResponse,
+    RelationResponse,
+    RetrieveRequest,
+    RetrieveResponse,
+    UserEventsResponse,
+    _actions_dict,
+)
+from phoenix_recsys.serve.api.strict import StrictJSONRoute
+from phoenix_recsys.serve.pipeline import NewEvent, NewPost, RankCandidate, Relation
+
+feed_router = APIRouter(prefix="/v1", tags=["feed"], route_class=StrictJSONRoute)
+rank_router = APIRouter(prefix="/v1", tags=["rank"], route_class=StrictJSONRoute)
+retrieve_router = APIRouter(prefix="/v1", tags=["retrieve"], route_class=StrictJSONRoute)
+events_router = APIRouter(prefix="/v1", tags=["events"], route_class=StrictJSONRoute)
+posts_router = APIRouter(prefix="/v1", tags=["posts"], route_class=StrictJSONRoute)
+users_router = APIRouter(prefix="/v1/users", tags=["users"], route_class=StrictJSONRoute)
+ops_router = APIRouter(tags=["ops"])
+
+_422 = {422: {"description": "Invalid body, unknown post/action, or a limit exceeded (the detail names the field)."}}
+_401 = {401: {"description": "Missing or wrong bearer key."}, 403: {"description": "The server is read-only."}}
+
+
+@feed_router.post("/feed", response_model=FeedResponse, responses=_422)
+def post_feed(body: FeedRequest, service: ServiceDep, metrics: MetricsDep, _: ReadAccess) -> Any:
+    """The "For You" feed of a user: top k posts, each with source, probabilities, scores and multipliers.
+
+    An unknown user gets a cold-start feed (popular + fresh posts, ranked by the model).
+    """
+    result = service.feed(body.user_id, body.k, session_id=body.session_id)
+    metrics.observe_stages(result.timings_ms)
+    return result.to_json()
+
+
+@rank_router.post("/rank", response_model=RankResponse, responses=_422)
+def post_rank(body: RankRequest, service: ServiceDep, _: ReadAccess) -> Any:
+    """Model scores of explicit candidates, in input order (same numbers as the offline model)."""
+    result = service.rank(
+        [
+            RankCandidate(
+                post_id=c.post_id, author_id=c.author_id, product_surface=c.product_surface, in_network=c.in_network
+            )
+            for c in body.candidates
+        ],
+        user_id=body.user_id,
+        history=body.domain_history(),
+        product_surface=body.product_surface,
+    )
+    return {
+        "user_id": result.user_id,
+        "history_length": result.history_length,
+        "candidates": [vars_of(c) for c in result.candidates],
+        "ranking": list(result.ranking),
+    }
+
+
+@retrieve_router.post("/retrieve", response_model=RetrieveResponse, responses={**_422, 409: {"description": "No retrieval model."}})
+def post_retrieve(body: RetrieveRequest, service: ServiceDep, _: ReadAccess) -> Any:
+    """The k posts nearest the user-tower embedding of the user's (or the given) history."""
+    result = service.retrieve(body.k, user_id=body.user_id, history=body.domain_history(), exclude_seen=body.exclude_seen)
+    return {
+        "user_id": result.user_id,
+        "history_length": result.history_length,
+        "items": [vars_of(i) for i in result.items],
+    }
+
+
+@events_router.post("/events", response_model=EventsResponse, responses={**_422, **_401})
+def post_events(body: EventsRequest, service: ServiceDep, _: WriteAccess) -> Any:
+    """Record engagements (durable once acknowledged); events without a positive action are impressions."""
+    result = service.add_events(
+        [
+            NewEvent(
+                user_id=e.user_id, post_id=e.post_id, actions=_actions_dict(e.actions), timestamp=e.timestamp,
+                product_surface=e.product_surface,
+            )
+            for e in body.events
+        ]
+    )
+    return {"accepted": len(body.events), "engagements": result.engagements, "impressions": result.impressions}
+
+
+@posts_router.post("/posts", response_model=PostsResponse, responses={**_422, **_401})
+def post_posts(body: PostsRequest, service: ServiceDep, _: WriteAccess) -> Any:
+    """Add or update posts; they are embedded and added to the corpus index, retrievable at once."""
+    n = service.add_posts(
+        [
+            NewPost(
+                post_id=p.post_id, author_id=p.author_id, created_at=p.created_at, text=p.text,
+                repost_of=p.repost_of, video_duration_s=p.video_duration_s,
+            )
+            for p in body.posts
+        ]
+    )
+    return {"accepted": n, "indexed": service.index is not None}
+
+
+@users_router.put("/{user_id}/{relation}/{author_id}", response_model=RelationResponse, responses={**_422, **_401})
+def put_relation(
+    user_id: UserIdPath, relation: Relation, author_id: AuthorIdPath, service: ServiceDep, _: WriteAccess
+) -> Any:
+    """Follow, block or mute an author (idempotent; a block or mute applies to the next feed)."""
+    changed = service.set_relation(user_id, relation, author_id, True)
+    return {"user_id": user_id, "author_id": author_id, "relation": relation, "active": True, "changed": changed}
+
+
+@users_router.delete("/{user_id}/{relation}/{author_id}", response_model=RelationResponse, responses={**_422, **_401})
+def delete_relation(
+    user_id: UserIdPath, relation: Relation, author_id: AuthorIdPath, service: ServiceDep, _: WriteAccess
+) -> Any:
+    """Undo a follow, block or mute (idempotent)."""
+    changed = service.set_relation(user_id, relation, author_id, False)
+    return {"user_id": user_id, "author_id": author_id, "relation": relation, "active": False, "changed": changed}
+
+
+@users_router.get("/{user_id}/events", response_model=UserEventsResponse, responses=_422)
+def get_user_events(
+    user_id: UserIdPath, service: ServiceDep, _: ReadAccess, limit: Annotated[int, Query(ge=1)] = 100
+) -> Any:
+    """The user's most recent stored engagements, oldest first."""
+    h = service.user_events(user_id, limit)
+    events = [
+        {"post_id": p, "author_id": a, "timestamp": t, "actions": acts, "product_surface": s}
+        for p, a, t, acts, s in zip(
+            h.post_ids.tolist(), h.author_ids.tolist(), h.timestamps.tolist(), h.actions, h.product_surface.tolist(),
+            strict=True,
+        )
+    ]
+    return {"user_id": user_id, "events": events}
+
+
+@ops_router.get("/healthz", response_model=HealthResponse)
+def get_health(service: ServiceDep) -> Any:
+    """Liveness and what is loaded (always open: load balancers call it)."""
+    return service.health()
+
+
+@ops_router.get("/metrics", response_class=PlainTextResponse)
+def get_metrics_text(service: ServiceDep, metrics: MetricsDep, _: ReadAccess) -> PlainTextResponse:
+    """Prometheus text: request counts, latency histograms, errors, feed stage timings."""
+    body = metrics.render(None if service.index is None else len(service.index))
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    """A slotted dataclass as a dict (its fields only)."""
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+

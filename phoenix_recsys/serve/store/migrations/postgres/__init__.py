@@ -1,0 +1,1 @@
+"""PostgreSQL migrations, one numbered `.sql` file each (see `..migrations`)."""

@@ -1,0 +1,1 @@
+"""SQLite migrations, one numbered `.sql` file each (see `..migrations`)."""

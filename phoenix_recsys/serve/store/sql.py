@@ -1,0 +1,518 @@
+"""Every store query, written once in the SQL both backends speak, over a small dialect.
+
+`SQLStore` holds the queries, the input checks and the post sequence; a backend subclass supplies
+only what differs (`sqlite.py`, `postgres.py`):
+
+* connections and transactions: `_fetchall(sql, params)` for reads, `transaction()` for writes
+  (reads inside an open transaction see its uncommitted rows);
+* the dialect: parameter placeholders (`?` here; `_q` rewrites them), how an id list is passed
+  as a table (`_ids_table` / `_ids_param`: JSON + `json_each` on SQLite, an array + `unnest`
+  on PostgreSQL), and `_before_post_log`, the hook that keeps post-sequence numbers in commit
+  order when several processes write.
+
+Shared SQL sticks to what SQLite >= 3.24 and PostgreSQL >= 12 both accept: `ON CONFLICT ... DO
+NOTHING / DO UPDATE`, `UNION`, sub-selects with aliases, no numbered parameters.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from phoenix_recsys.serve.store import _validate as v
+from phoenix_recsys.serve.store.base import History, PostChanges, PostOp, PostRows, Store
+
+POST_COLS = ("post_id", "author_id", "created_at", "text", "repost_of", "video_duration_s")
+_COLS = ", ".join(POST_COLS)
+_P_COLS = ", ".join("p." + c for c in POST_COLS)
+_EDGE_TABLES = ("follows", "blocks", "mutes")
+
+
+class SQLStore(Store):
+    """The queries of `Store` in shared SQL; backends subclass it (see the module docstring)."""
+
+    # -- what a backend supplies ----------------------------------------------------------------
+    @abc.abstractmethod
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run one read (on the open transaction's connection if this thread has one)."""
+
+    def _q(self, sql: str) -> str:
+        """`sql` with `?` placeholders in the backend's style (SQLite: as is)."""
+        return sql
+
+    def _ids_table(self, alias: str) -> str:
+        """A FROM item of one `value` column holding the ids passed as one parameter."""
+        return f"json_each(?) AS {alias}"
+
+    def _ids_param(self, ids: np.ndarray) -> Any:
+        """The parameter `_ids_table` reads."""
+        return json.dumps(ids.tolist())
+
+    def _before_post_log(self, conn: Any) -> None:
+        """Called in the writing transaction just before post-sequence rows are appended."""
+
+    def _executemany(self, conn: Any, sql: str, rows: Sequence[tuple]) -> int:
+        """Run `sql` once per row in `conn`'s transaction; the number of rows changed."""
+        if not rows:
+            return 0
+        cur = conn.cursor()
+        cur.executemany(self._q(sql), rows)
+        return int(cur.rowcount)
+
+    def _execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write in `conn`'s transaction; the number of rows changed."""
+        cur = conn.execute(self._q(sql), tuple(params))
+        return int(cur.rowcount)
+
+    def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple:
+        rows = self._fetchall(sql, params)
+        return rows[0]
+
+    def _scalar_ints(self, sql: str, params: Sequence[Any]) -> np.ndarray:
+        return np.array([r[0] for r in self._fetchall(sql, params)], dtype=np.int64)
+
+    # -- schema ---------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The highest applied migration version (0 for a blank store)."""
+        return int(self._fetchone("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0])
+
+    def applied_migrations(self) -> list[tuple[int, str]]:
+        """`(version, name)` of every applied migration, in order."""
+        rows = self._fetchall("SELECT version, name FROM schema_migrations ORDER BY version")
+        return [(int(a), str(b)) for a, b in rows]
+
+    # -- posts ----------------------------------------------------------------------------------
+    def add_posts(
+        self,
+        post_ids: Any,
+        author_ids: Any,
+        created_at: Any,
+        *,
+        text: Sequence[str | None] | None = None,
+        repost_of: Any = None,
+        video_duration_s: Any = None,
+    ) -> int:
+        """Insert posts in bulk; an existing post id is updated (upsert: the latest write wins).
+
+        Every post written gets a post-sequence entry (`posts_since`) in the same transaction.
+
+        Args:
+          post_ids: `[P]` int ids, unique within the call.
+          author_ids: `[P]` int >= 0.
+          created_at: `[P]` int seconds.
+          text: optional `[P]` str or None.
+          repost_of: optional `[P]` int, negative = not a repost.
+          video_duration_s: optional `[P]` float seconds, NaN = no video.
+
+        Returns:
+          The number of rows written (P).
+        """
+        rows = v.post_columns(post_ids, author_ids, created_at, text, repost_of, video_duration_s)
+        with self.transaction() as conn:
+            self._executemany(
+                conn,
+                f"INSERT INTO posts ({_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (post_id) DO UPDATE SET author_id = excluded.author_id, "
+                "created_at = excluded.created_at, text = excluded.text, "
+                "repost_of = excluded.repost_of, video_duration_s = excluded.video_duration_s",
+                rows,
+            )
+            self._log_posts(conn, [r[0] for r in rows], PostOp.UPSERT)
+        return len(rows)
+
+    def _log_posts(self, conn: Any, post_ids: Sequence[int], op: str) -> None:
+        """Append one post-sequence entry per post, in `conn`'s open transaction.
+
+        Backends that add post deletion or takedown call this with `PostOp.DELETE` / `TAKEDOWN`.
+        """
+        if op not in PostOp.ALL:
+            raise ValueError(f"op must be one of {PostOp.ALL}, got {op!r}")
+        if not post_ids:
+            return
+        self._before_post_log(conn)
+        at = v.now()
+        self._executemany(
+            conn, "INSERT INTO post_log (post_id, op, at) VALUES (?, ?, ?)", [(int(p), op, at) for p in post_ids]
+        )
+
+    def post_seq(self) -> int:
+        """The newest post-sequence number (0 when no post was ever written)."""
+        return int(self._fetchone("SELECT COALESCE(MAX(seq), 0) FROM post_log")[0])
+
+    def posts_since(self, seq: int, limit: int = 10_000) -> PostChanges:
+        """Post-sequence entries numbered above `seq`, ascending, at most `limit` of them.
+
+        A follower that has applied everything up to `seq` calls this with it, applies the
+        result, and continues from `result.last_seq`; numbers below a visible one are never
+        added later, so nothing is skipped.
+        """
+        seq = v.scalar_int("seq", seq)
+        limit = v.scalar_int("limit", limit)
+        rows = self._fetchall(
+            "SELECT seq, post_id, op FROM post_log WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return PostChanges._from_rows(rows)
+
+    def get_posts(self, post_ids: Any) -> PostRows:
+        """Look posts up by id, aligned to the input.
+
+        Args:
+          post_ids: `[P]` int ids (repeats allowed).
+
+        Returns:
+          `PostRows` in input order; unknown ids get author -1 and created_at -1 (so the
+          missing-author filter drops them), text None, repost_of -1, video NaN.
+        """
+        pid = v.int_array("post_ids", post_ids, nonneg=False)
+        uniq = np.unique(pid)
+        rows = self._fetchall(
+            f"SELECT {_P_COLS} FROM {self._ids_table('j')} JOIN posts AS p ON p.post_id = j.value "
+            "ORDER BY p.post_id",
+            (self._ids_param(uniq),),
+        )
+        found = PostRows._from_rows(rows)
+        pos = np.searchsorted(found.post_ids, pid)
+        pos_c = np.minimum(pos, max(len(found) - 1, 0))
+        hit = (pos < len(found)) & (found.post_ids[pos_c] == pid) if len(found) else np.zeros(pid.shape, bool)
+
+        def pick(col: np.ndarray, fill: Any, dtype: Any) -> np.ndarray:
+            out = np.full(pid.shape[0], fill, dtype=dtype)
+            if len(found):
+                out[hit] = col[pos_c[hit]]
+            return out
+
+        return PostRows(
+            post_ids=pid,
+            author_ids=pick(found.author_ids, -1, np.int64),
+            created_at=pick(found.created_at, -1, np.int64),
+            text=pick(found.text, None, object),
+            repost_of=pick(found.repost_of, -1, np.int64),
+            video_duration_s=pick(found.video_duration_s, np.nan, np.float64),
+        )
+
+    def num_posts(self) -> int:
+        """Number of posts in the store."""
+        return int(self._fetchone("SELECT COUNT(*) FROM posts")[0])
+
+    def latest_timestamp(self) -> int | None:
+        """The newest engagement time or post creation time, None for an empty store.
+
+        Both columns are indexed, so this is two index look-ups (the serving "data" clock).
+        """
+        row = self._fetchone(
+            "SELECT MAX(t) FROM (SELECT MAX(timestamp) AS t FROM engagements "
+            "UNION ALL SELECT MAX(created_at) AS t FROM posts) AS m"
+        )
+        return None if row[0] is None else int(row[0])
+
+    def iter_posts(self, batch_size: int = 10_000) -> Iterator[PostRows]:
+        """All posts in post-id order, `batch_size` at a time (e.g. to embed the corpus).
+
+        Yields:
+          `PostRows` chunks of at most `batch_size` posts.
+        """
+        batch_size = v.scalar_int("batch_size", batch_size)
+        if batch_size == 0:
+            raise ValueError("batch_size must be > 0")
+        last = v.INT64_MIN
+        while True:
+            # Keyset pagination: stable and O(batch) per page, unlike OFFSET.
+            rows = self._fetchall(
+                f"SELECT {_COLS} FROM posts WHERE post_id > ? ORDER BY post_id LIMIT ?", (last, batch_size)
+            )
+            if not rows:
+                return
+            yield PostRows._from_rows(rows)
+            last = rows[-1][0]
+
+    def _recent_posts_sql(self) -> str:
+        # The correlated sub-select walks idx_posts_author_created for each author and stops after
+        # `per_author_cap` rows, so cost is O(authors x cap), not O(all posts of those authors).
+        # Parameters: ids, since, cap, total.
+        return (
+            f"SELECT {_P_COLS} FROM {self._ids_table('a')} JOIN posts AS p ON p.post_id IN ("
+            "  SELECT q.post_id FROM posts AS q WHERE q.author_id = a.value AND q.created_at >= ?"
+            "  ORDER BY q.created_at DESC, q.post_id DESC LIMIT ?) "
+            "ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?"
+        )
+
+    def recent_posts_by_authors(
+        self, author_ids: Any, limit_total: int, per_author_cap: int, since: int | None = None
+    ) -> PostRows:
+        """The in-network source: newest posts of the given authors.
+
+        Args:
+          author_ids: `[F]` author ids (e.g. `followed_authors(viewer)`).
+          limit_total: at most this many posts overall (1,200 in production).
+          per_author_cap: at most this many per author, so a prolific author cannot fill the source.
+          since: only posts with created_at >= since.
+
+        Returns:
+          `PostRows`, newest first (ties: higher post id first).
+        """
+        aid = np.unique(v.int_array("author_ids", author_ids))
+        limit_total = v.scalar_int("limit_total", limit_total)
+        per_author_cap = v.scalar_int("per_author_cap", per_author_cap)
+        if aid.size == 0 or limit_total == 0 or per_author_cap == 0:
+            return PostRows._from_rows([])
+        params = (self._ids_param(aid), v.INT64_MIN if since is None else int(since), per_author_cap, limit_total)
+        return PostRows._from_rows(self._fetchall(self._recent_posts_sql(), params))
+
+    def popular_posts(self, limit: int, since: int | None = None) -> PostRows:
+        """Posts with the most engagement events.
+
+        Args:
+          limit: at most this many posts.
+          since: count only engagements with timestamp >= since (a trending window); None = all.
+
+        Returns:
+          `PostRows`, most engaged first (ties: newer post, then higher id).
+        """
+        limit = v.scalar_int("limit", limit)
+        rows = self._fetchall(
+            f"SELECT {_P_COLS} FROM ("
+            "  SELECT post_id, COUNT(*) AS n FROM engagements WHERE timestamp >= ? GROUP BY post_id"
+            ") AS c JOIN posts AS p ON p.post_id = c.post_id "
+            "ORDER BY c.n DESC, p.created_at DESC, p.post_id DESC LIMIT ?",
+            (v.INT64_MIN if since is None else int(since), limit),
+        )
+        return PostRows._from_rows(rows)
+
+    def fresh_posts(self, limit: int) -> PostRows:
+        """The newest posts overall (ties: higher id first).
+
+        Returns:
+          `PostRows` of at most `limit` posts, newest first.
+        """
+        limit = v.scalar_int("limit", limit)
+        rows = self._fetchall(f"SELECT {_COLS} FROM posts ORDER BY created_at DESC, post_id DESC LIMIT ?", (limit,))
+        return PostRows._from_rows(rows)
+
+    # -- engagements ----------------------------------------------------------------------------
+    def add_engagements(
+        self,
+        user_ids: Any,
+        post_ids: Any,
+        timestamps: Any,
+        actions: Sequence[Mapping[str, float]] | np.ndarray,
+        *,
+        action_names: Sequence[str] | None = None,
+        product_surface: Any = None,
+    ) -> int:
+        """Record engagement events in bulk (all or nothing).
+
+        Args:
+          user_ids, post_ids, timestamps: `[E]` ints; every post must already be in the store.
+          actions: per event either a mapping action name -> value, or an `[E, A]` array whose
+            columns are `action_names`. Values are >= 0 (binary as 0/1, continuous as amounts);
+            each event needs at least one positive action (impressions go to `mark_seen`).
+          action_names: column names for an array `actions`.
+          product_surface: optional `[E]` int >= 0 (default 0).
+
+        Returns:
+          The number of events written (E).
+        """
+        uid = v.int_array("user_ids", user_ids)
+        n = uid.shape[0]
+        pid = v.int_array("post_ids", post_ids, n)
+        ts = v.int_array("timestamps", timestamps, n, nonneg=False)
+        surf = np.zeros(n, np.int64) if product_surface is None else v.int_array("product_surface", product_surface, n)
+        if isinstance(actions, np.ndarray):
+            encoded = v.encode_action_matrix(actions, action_names, n)
+        else:
+            encoded = v.encode_action_maps(actions, n)
+        self._insert_engagements(uid, pid, ts, encoded, surf)
+        return n
+
+    def _insert_engagements(
+        self, uid: np.ndarray, pid: np.ndarray, ts: np.ndarray, encoded: list[str], surf: np.ndarray
+    ) -> None:
+        rows = list(zip(uid.tolist(), pid.tolist(), ts.tolist(), encoded, surf.tolist(), strict=True))
+        self._insert_checked(
+            "INSERT INTO engagements (user_id, post_id, timestamp, actions, product_surface) VALUES (?, ?, ?, ?, ?)",
+            rows,
+            pid,
+        )
+
+    def _is_missing_post_error(self, e: BaseException) -> bool:
+        """Whether `e` is the backend's foreign-key / integrity violation."""
+        return False
+
+    def _insert_checked(self, sql: str, rows: list[tuple], pid: np.ndarray) -> int:
+        """Insert rows referencing posts; a missing post becomes ValueError naming `post_ids`."""
+        try:
+            with self.transaction() as conn:
+                return self._executemany(conn, sql, rows)
+        except Exception as e:
+            if not self._is_missing_post_error(e):
+                raise
+            raise ValueError(f"post_ids: {self._missing_posts_message(pid)} ({e})") from None
+
+    def _missing_posts_message(self, pid: np.ndarray) -> str:
+        known = self.get_posts(np.unique(pid)).author_ids >= 0
+        missing = np.unique(pid)[~known]
+        return f"{missing.size} post id(s) not in the store, e.g. {missing[:5].tolist()}"
+
+    def get_history(self, user_id: int, limit: int, *, before: int | None = None) -> History:
+        """The user's most recent `limit` engagements, returned oldest first.
+
+        Args:
+          user_id: the user.
+          limit: at most this many events (the newest ones).
+          before: only events with timestamp < before (no leakage when replaying the past).
+
+        Returns:
+          `History` of `[S]` columns, S <= limit, ordered by (timestamp, insertion order).
+        """
+        user_id = v.scalar_int("user_id", user_id)
+        limit = v.scalar_int("limit", limit)
+        rows = self._fetchall(
+            "SELECT e.post_id, p.author_id, e.timestamp, e.actions, e.product_surface "
+            "FROM engagements AS e JOIN posts AS p ON p.post_id = e.post_id "
+            "WHERE e.user_id = ? AND e.timestamp < ? ORDER BY e.timestamp DESC, e.event_id DESC LIMIT ?",
+            (user_id, v.INT64_MAX if before is None else int(before), limit),
+        )
+        rows.reverse()
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 5
+        return History(
+            post_ids=np.array(cols[0], dtype=np.int64),
+            author_ids=np.array(cols[1], dtype=np.int64),
+            timestamps=np.array(cols[2], dtype=np.int64),
+            actions=tuple(json.loads(a) for a in cols[3]),
+            product_surface=np.array(cols[4], dtype=np.int64),
+        )
+
+    # -- social graph ---------------------------------------------------------------------------
+    def _edge_add(self, table: str, user_id: int, author_id: int, at: int | None) -> bool:
+        assert table in _EDGE_TABLES
+        user_id = v.scalar_int("user_id", user_id)
+        author_id = v.scalar_int("author_id", author_id)
+        if user_id == author_id:
+            raise ValueError(f"user_id {user_id} cannot {table[:-1]} themselves")
+        with self.transaction() as conn:
+            changed = self._execute(
+                conn,
+                f"INSERT INTO {table} (user_id, author_id, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, author_id) DO NOTHING",
+                (user_id, author_id, v.now() if at is None else int(at)),
+            )
+        return changed == 1
+
+    def _edge_remove(self, table: str, user_id: int, author_id: int) -> bool:
+        assert table in _EDGE_TABLES
+        user_id = v.scalar_int("user_id", user_id)
+        author_id = v.scalar_int("author_id", author_id)
+        with self.transaction() as conn:
+            changed = self._execute(conn, f"DELETE FROM {table} WHERE user_id = ? AND author_id = ?", (user_id, author_id))
+        return changed == 1
+
+    def follow(self, user_id: int, author_id: int, *, at: int | None = None) -> bool:
+        """User follows author. Returns True if new, False if already followed."""
+        return self._edge_add("follows", user_id, author_id, at)
+
+    def unfollow(self, user_id: int, author_id: int) -> bool:
+        """Remove a follow. Returns True if it existed."""
+        return self._edge_remove("follows", user_id, author_id)
+
+    def block(self, user_id: int, author_id: int, *, at: int | None = None) -> bool:
+        """User blocks author. Returns True if new."""
+        return self._edge_add("blocks", user_id, author_id, at)
+
+    def unblock(self, user_id: int, author_id: int) -> bool:
+        """Remove a block. Returns True if it existed."""
+        return self._edge_remove("blocks", user_id, author_id)
+
+    def mute(self, user_id: int, author_id: int, *, at: int | None = None) -> bool:
+        """User mutes author. Returns True if new."""
+        return self._edge_add("mutes", user_id, author_id, at)
+
+    def unmute(self, user_id: int, author_id: int) -> bool:
+        """Remove a mute. Returns True if it existed."""
+        return self._edge_remove("mutes", user_id, author_id)
+
+    def followed_authors(self, user_id: int) -> np.ndarray:
+        """`[F]` int64 authors the user follows, ascending."""
+        uid = v.scalar_int("user_id", user_id)
+        return self._scalar_ints("SELECT author_id FROM follows WHERE user_id = ? ORDER BY author_id", (uid,))
+
+    def blocked_or_muted_authors(self, user_id: int) -> np.ndarray:
+        """`[K]` int64 authors the user blocked or muted (union), ascending."""
+        uid = v.scalar_int("user_id", user_id)
+        return self._scalar_ints(
+            "SELECT author_id FROM blocks WHERE user_id = ? UNION SELECT author_id FROM mutes WHERE user_id = ? "
+            "ORDER BY author_id",
+            (uid, uid),
+        )
+
+    # -- served / seen --------------------------------------------------------------------------
+    def mark_served(self, user_id: int, post_ids: Any, session_id: str, *, served_at: int | None = None) -> int:
+        """Record that these posts were served to the user in this session (for pagination).
+
+        Re-serving a post in the same session keeps its first `served_at`.
+
+        Returns:
+          Number of new (user, session, post) rows.
+        """
+        uid = v.scalar_int("user_id", user_id)
+        pid = v.int_array("post_ids", post_ids)
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError(f"session_id must be a non-empty string, got {session_id!r}")
+        at = v.now() if served_at is None else int(served_at)
+        return self._insert_checked(
+            "INSERT INTO served (user_id, session_id, post_id, served_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (user_id, session_id, post_id) DO NOTHING",
+            [(uid, session_id, p, at) for p in pid.tolist()],
+            pid,
+        )
+
+    def served_posts(self, user_id: int, session_id: str | None = None) -> np.ndarray:
+        """`[K]` int64 posts served to the user (in `session_id`, or in any session), ascending."""
+        uid = v.scalar_int("user_id", user_id)
+        if session_id is None:
+            return self._scalar_ints("SELECT DISTINCT post_id FROM served WHERE user_id = ? ORDER BY post_id", (uid,))
+        return self._scalar_ints(
+            "SELECT post_id FROM served WHERE user_id = ? AND session_id = ? ORDER BY post_id", (uid, session_id)
+        )
+
+    _SEEN_INSERT = "INSERT INTO seen (user_id, post_id, seen_at) VALUES (?, ?, ?) ON CONFLICT (user_id, post_id) DO NOTHING"
+
+    def mark_seen(self, user_id: int, post_ids: Any, *, seen_at: int | None = None) -> int:
+        """Record impressions: the client showed these posts. Keeps the first `seen_at`.
+
+        Returns:
+          Number of new (user, post) rows.
+        """
+        uid = v.scalar_int("user_id", user_id)
+        pid = v.int_array("post_ids", post_ids)
+        at = v.now() if seen_at is None else int(seen_at)
+        return self._insert_checked(self._SEEN_INSERT, [(uid, p, at) for p in pid.tolist()], pid)
+
+    def seen_posts(self, user_id: int) -> np.ndarray:
+        """`[K]` int64 posts the user has seen: engaged with, or reported as impressions. Ascending."""
+        uid = v.scalar_int("user_id", user_id)
+        return self._scalar_ints(
+            "SELECT post_id FROM seen WHERE user_id = ? UNION SELECT post_id FROM engagements WHERE user_id = ? "
+            "ORDER BY post_id",
+            (uid, uid),
+        )
+
+    # -- bulk seeding ---------------------------------------------------------------------------
+    def seed_from_tables(
+        self,
+        events: Any,
+        posts: Any = None,
+        follows: Any = None,
+        *,
+        action_names: Sequence[str],
+        impressions_as_seen: bool = True,
+    ) -> Any:
+        """Bulk-load a dataset in one transaction (all or nothing); see `seeding.seed_from_tables`."""
+        from phoenix_recsys.serve.store.seeding import seed_from_tables
+
+        return seed_from_tables(
+            self, events, posts, follows, action_names=action_names, impressions_as_seen=impressions_as_seen
+        )

@@ -1,0 +1,173 @@
+"""The embedded default backend: one SQLite file (WAL, synchronous=FULL, one writer).
+
+* Durability: `journal_mode=WAL` + `synchronous=FULL`, so a write whose call has returned is in the
+  fsynced WAL and survives kill -9 (and power loss). Foreign keys are on for every connection.
+* Threads: one connection per thread (`threading.local`), so WAL readers never wait on each other
+  or on a writer. Writers serialise in SQLite itself: every write runs in `BEGIN IMMEDIATE ...
+  COMMIT`, taking the write lock up front, and the 30 s busy timeout makes the others queue.
+  Connections use `isolation_level=None` so Python's implicit transactions never interleave
+  with ours. A thread's connection stays open until `close()`.
+* The single writer makes post-sequence insertion order the commit order.
+* Schema: the numbered files of `migrations/sqlite/`, applied in order at open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from phoenix_recsys.serve.store import _validate as v
+from phoenix_recsys.serve.store.base import SchemaVersionError
+from phoenix_recsys.serve.store.migrations import Migration, check_migrations, load_migrations
+from phoenix_recsys.serve.store.sql import SQLStore
+
+MIGRATIONS: tuple[Migration, ...] = load_migrations("sqlite")
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of `script` (one by one: `executescript` would COMMIT our transaction)."""
+    out, buf = [], ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\r\n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \t\r\n;"):
+        raise ValueError(f"migration SQL ends with an incomplete statement: {buf.strip()[:80]!r}")
+    return out
+
+
+class SQLiteStore(SQLStore):
+    """Thread-safe handle on one SQLite store file; see the module docstring."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path, migrations: Sequence[Migration]) -> None:
+        """Use `SQLiteStore.open`."""
+        self._path = path
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._migrate(migrations)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> SQLiteStore:  # type: ignore[override]
+        """Open (creating if needed) the store file at `path` and bring its schema up to date.
+
+        Args:
+          path: the database file (its directory must exist). `:memory:` is refused: each thread
+            has its own connection, which would each see a different empty database.
+          migrations: the schema history; tests pass extra ones.
+
+        Raises:
+          SchemaVersionError: the file has migrations this code does not know.
+        """
+        if str(path) == ":memory:" or str(path).startswith("file:"):
+            raise ValueError("Store.open path must be a file path (per-thread connections need one shared file)")
+        check_migrations(migrations)
+        return cls(Path(path), tuple(migrations))
+
+    def close(self) -> None:
+        """Close every thread's connection. Call once the threads using the store are done."""
+        with self._conns_lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        for c in conns:
+            c.close()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def location(self) -> str:
+        return str(self._path)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if self._closed:
+            raise RuntimeError("Store is closed")
+        if conn is None:
+            # check_same_thread=False only so that close() may close it from another thread.
+            conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.close()
+                raise RuntimeError(f"could not switch {self._path} to WAL (journal_mode={mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            with self._conns_lock:
+                if self._closed:
+                    conn.close()
+                    raise RuntimeError("Store is closed")
+                self._conns.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._conn().execute(sql, tuple(params)).fetchall()
+
+    def _is_missing_post_error(self, e: BaseException) -> bool:
+        return isinstance(e, sqlite3.IntegrityError)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An atomic unit of writes: all of them commit, or (on any exception) none do.
+
+        Nested use becomes a SAVEPOINT inside the outer transaction.
+
+        Yields:
+          This thread's connection, inside `BEGIN IMMEDIATE` (or a savepoint when nested).
+        """
+        conn = self._conn()
+        depth = getattr(self._local, "depth", 0)
+        savepoint = f"phoenix_sp{depth}"
+        conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+        self._local.depth = depth + 1
+        try:
+            yield conn
+            conn.execute("COMMIT" if depth == 0 else f"RELEASE {savepoint}")
+        except BaseException:
+            if depth == 0:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            else:
+                conn.execute(f"ROLLBACK TO {savepoint}")
+                conn.execute(f"RELEASE {savepoint}")
+            raise
+        finally:
+            self._local.depth = depth
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        conn = self._conn()
+        with self.transaction():
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+            )
+        for m in migrations:
+            # One transaction per step, re-reading the version inside it.
+            with self.transaction():
+                if m.version <= self.schema_version():
+                    continue
+                for stmt in _split_sql(m.sql):
+                    conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (m.version, m.name, v.now()),
+                )
+        have = self.schema_version()
+        if have > len(migrations):
+            raise SchemaVersionError(
+                f"{self._path} has schema version {have}, newer than this code's {len(migrations)}; upgrade phoenix-recsys"
+            )
