@@ -148,6 +148,12 @@ def evaluate_cmd(
     protocol: ProtocolOpt = "time",
     max_examples: Annotated[int | None, typer.Option("--max-examples", help="Cap examples per task (speed).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where report.md/eval.json/PNG go (default: the bundle).")] = None,
+    seen_rule: Annotated[str, typer.Option(
+        "--seen-rule", help="Retrieval: which earlier items are excluded from the ranking: 'all' (every earlier "
+                            "engagement) or 'window' (only the S items of the input window, as HSTU's code).")] = "all",
+    peers: Annotated[str, typer.Option(
+        "--peers", help="Comma-separated peers trained on the same training split and scored beside popularity: "
+                        "ease, bpr, sasrec (one-negative BCE), sasrec_ce (full softmax).")] = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate a bundle: per-action AUROC/PR-AUC/log-loss/RCE/calibration and full-corpus retrieval
@@ -164,7 +170,9 @@ def evaluate_cmd(
 
     ds = load_dataset(data)
     b = load_bundle(bundle)
-    report, raw = evaluate_bundle(b, ds, split=split, protocol=make_protocol(ds, protocol), max_examples=max_examples)
+    names = tuple(p.strip() for p in peers.split(",") if p.strip())
+    report, raw = evaluate_bundle(b, ds, split=split, protocol=make_protocol(ds, protocol), max_examples=max_examples,
+                                  seen_rule=seen_rule, peers=names)
     path = write_report(report, raw, out or bundle)
     if as_json:
         print_json(report)
