@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -155,6 +156,13 @@ def print_report(report: dict) -> None:
         console.print(t)
 
 
+class SeenRule(StrEnum):
+    """Which earlier items full-corpus retrieval evaluation excludes."""
+
+    ALL = "all"
+    WINDOW = "window"
+
+
 def bundle_protocol(meta: dict) -> SplitProtocol | None:
     """The split protocol a bundle was trained with (None: unknown, e.g. imported weights).
 
@@ -200,6 +208,12 @@ def evaluate_cmd(
         show_default="the bundle's, else time")] = None,
     max_examples: Annotated[int | None, typer.Option("--max-examples", help="Cap examples per task (speed).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where report.md/eval.json/PNG go (default: the bundle).")] = None,
+    seen_rule: Annotated[SeenRule, typer.Option(
+        "--seen-rule", help="Retrieval: which earlier items are excluded from the ranking: all (every earlier "
+                            "engagement) or window (only the S items of the input window, as HSTU's code).")] = SeenRule.ALL,
+    peers: Annotated[str, typer.Option(
+        "--peers", help="Comma-separated peers trained on the same training split and scored beside popularity: "
+                        "ease, bpr, sasrec (one-negative BCE), sasrec_ce (full softmax).")] = "",
     ignore_dataset_mismatch: Annotated[bool, typer.Option(
         "--ignore-dataset-mismatch", help="Evaluate even if --data is not the dataset the bundle was trained on.")] = False,
     quiet: QuietOpt = False,
@@ -229,9 +243,10 @@ def evaluate_cmd(
     elif trained is not None and protocol != trained:
         err_console.print(f"[yellow]warning:[/] the bundle was trained with --protocol {trained.value}; "
                           f"evaluating with {protocol.value}", highlight=False)
+    names = tuple(p.strip() for p in peers.split(",") if p.strip())
     # Bars on stderr, so `--json` output on stdout stays clean.
     report, raw = evaluate_bundle(b, ds, split=split.value, protocol=make_protocol(ds, protocol.value),
-                                  max_examples=max_examples, progress=not quiet)
+                                  max_examples=max_examples, seen_rule=str(seen_rule), peers=names, progress=not quiet)
     path = write_report(report, raw, out or bundle)
     if as_json:
         print_json(report)
