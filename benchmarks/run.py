@@ -17,8 +17,10 @@ BENCHMARKS = {
     "ranking": ("benchmarks.ranking", "Ranking throughput: cached context vs reference-style full forward"),
     "feed": ("benchmarks.feed", "Feed latency (full pipeline, one process)"),
     "quality": ("benchmarks.quality", "Quality"),
+    "train_mesh": ("benchmarks.train_mesh", "Training throughput on a device mesh"),
 }
 QUICK = ("ranking", "feed")
+MAKE_TARGETS = {"quality": "make bench-quality"}
 DOC = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 
@@ -47,8 +49,9 @@ def main(argv: list[str]) -> None:
         tbl = mod.table(result)
         print(tbl, flush=True)
         doc = (mod.__doc__ or "").strip()
-        make = "make bench" if name in QUICK else f"make bench-{name}"
-        body = f"{doc}\n\nCommand: `{make}` (or `python -m benchmarks.run {name}`). Machine: {machine}.\n\n{tbl}"
+        make = MAKE_TARGETS.get(name, "make bench" if name in QUICK else None)
+        command = f"`{make}` (or `python -m benchmarks.run {name}`)" if make else f"`python -m benchmarks.run {name}`"
+        body = f"{doc}\n\nCommand: {command}. Machine: {machine}.\n\n{tbl}"
         _update_doc(name, title, body)
 
 
