@@ -146,7 +146,7 @@ def train_job(
     proto = make_protocol(ds, protocol)
     hc = model_cfg.hash_config
     dataset_info = {"name": ds.name, "content_hash": ds.manifest.get("content_sha256"), "path": str(Path(data_dir)),
-                    "protocol": proto.describe()}
+                    "protocol": proto.describe(), "split_protocol": protocol}  # the name: `evaluate`'s default
     results: dict[str, TrainResult] = {}
     out = Path(out_dir)
     # Check every model's settings before training any, so a bad retrieval setting does not surface
