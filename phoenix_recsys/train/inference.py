@@ -76,6 +76,7 @@ def encode_users(model: PhoenixRetrievalModel, batch: RecsysBatch, batch_size: i
 
 
 ScoreFn = Callable[[int, int], np.ndarray]
+SEEN_RULES = ("all", "window")
 
 
 def embedding_scorer(user_emb: np.ndarray, corpus_emb: np.ndarray) -> ScoreFn:
@@ -90,6 +91,7 @@ def retrieval_eval(
     ks: tuple[int, ...] = (10, 50, 100, 1000),
     exclude_seen: bool = True,
     chunk: int = 512,
+    seen_rule: str = "all",
 ) -> dict[str, float]:
     """Full-corpus retrieval metrics for one target per example.
 
@@ -103,6 +105,8 @@ def retrieval_eval(
       ex: the examples (targets and seen posts).
       ks: cut-offs.
       exclude_seen: drop already-engaged posts from the ranking.
+      seen_rule: which posts count as seen: "all" (every engagement strictly before the target) or
+        "window" (only the posts of the example's input window of S items, as HSTU's evaluation code).
       chunk: examples scored at a time (memory is chunk x P floats).
     """
     order = np.argsort(corpus_ids, kind="stable")
@@ -111,8 +115,11 @@ def retrieval_eval(
     if np.any(sorted_ids[tpos] != ex.target_post_ids):
         raise ValueError("a retrieval target is not in the corpus (posts.parquet)")
     target_idx = order[tpos]
+    if seen_rule not in SEEN_RULES:
+        raise ValueError(f"seen_rule must be one of {list(SEEN_RULES)}, got {seen_rule!r}")
     if exclude_seen:
-        ex_rows, seen_posts = ex.seen_pairs(keep_target=True)
+        pairs = ex.seen_pairs if seen_rule == "all" else ex.window_pairs
+        ex_rows, seen_posts = pairs(keep_target=True)
     else:
         ex_rows, seen_posts = np.zeros(0, np.int64), np.zeros(0, np.int64)
     sp = np.minimum(np.searchsorted(sorted_ids, seen_posts), len(sorted_ids) - 1)

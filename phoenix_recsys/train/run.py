@@ -21,6 +21,7 @@ from phoenix_recsys.data.schema import Dataset, load_dataset
 from phoenix_recsys.hashing import HashConfig
 from phoenix_recsys.model.config import PhoenixModelConfig, TransformerConfig
 from phoenix_recsys.train.bundle import save_model
+from phoenix_recsys.train.inputs import apply_input_mode, apply_input_mode_corpus
 from phoenix_recsys.train.loop import (
     TrainConfig,
     TrainResult,
@@ -145,7 +146,7 @@ def train_job(
     proto = make_protocol(ds, protocol)
     hc = model_cfg.hash_config
     dataset_info = {"name": ds.name, "content_hash": ds.manifest.get("content_sha256"), "path": str(Path(data_dir)),
-                    "protocol": proto.describe()}
+                    "protocol": proto.describe(), "split_protocol": protocol}  # the name: `evaluate`'s default
     results: dict[str, TrainResult] = {}
     out = Path(out_dir)
     # Check every model's settings before training any, so a bad retrieval setting does not surface
@@ -159,6 +160,7 @@ def train_job(
                                              max_candidates=model_cfg.candidate_seq_len, split=split, protocol=proto,
                                              engagement_actions=tcfg.engagement_actions, progress=progress)
                       for split in ("train", "val"))
+            tr, va = apply_input_mode(tr, tcfg.input_mode), apply_input_mode(va, tcfg.input_mode)
             tr = tr if mesh is None else shard_examples(tr, mesh.process_index, mesh.process_count)
             model, res = train_ranker(model_cfg, tcfg, tr, va, run_dir, resume=resume, progress=progress, mesh=mesh)
         else:
@@ -170,8 +172,10 @@ def train_job(
                                                window_stride=tcfg.window_stride(model_cfg.history_seq_len)
                                                if every and split == "train" else None)
                       for split in ("train", "val"))
+            tr, va = apply_input_mode(tr, tcfg.input_mode), apply_input_mode(va, tcfg.input_mode)
             tr = tr if mesh is None else shard_examples(tr, mesh.process_index, mesh.process_count)
-            model, res = train_retrieval(model_cfg, tcfg, tr, va, post_corpus(ds, hc), run_dir, resume=resume,
+            corpus = apply_input_mode_corpus(post_corpus(ds, hc), tcfg.input_mode)
+            model, res = train_retrieval(model_cfg, tcfg, tr, va, corpus, run_dir, resume=resume,
                                          progress=progress, mesh=mesh)
         results[kind] = res
         if mesh is not None and not mesh.is_primary:

@@ -161,7 +161,6 @@ def test_cli_train_all_writes_a_loadable_bundle(world, job_config, ranker_run, s
         ('{"retrieval": {"retrieval_objective": "every_position"}}', [], 'needs model.history_attention "causal"'),
         ('{"train": {"engagement_actions": ["like"]}}', [], "engagement action 'like' is not in dataset"),
         (None, ["--epochs", "1"], "give --steps or --epochs, not both"),
-        (None, ["--protocol", "random"], "protocol must be 'time' or 'loo'"),
     ],
 )
 def test_cli_train_bad_input_exits_1_without_traceback(world, tmp_path, config, extra, message):
