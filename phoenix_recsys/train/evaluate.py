@@ -148,13 +148,17 @@ def evaluate_bundle(
     seen_rule: str = "all",
     peers: Sequence[str] = (),
     peer_seed: int = 0,
+    peer_config: dict[str, dict[str, Any]] | None = None,
+    peer_val_examples: int = 3000,
 ) -> tuple[dict[str, Any], EvalData]:
     """Evaluate every model of `bundle` on `split` of `ds`, with baselines and (synthetic) the oracle.
 
     Retrieval excludes already-seen posts by `seen_rule` ("all": every earlier engagement; "window":
     only the S items of the input window, as HSTU's code), for the model and every baseline alike;
     `peers` (names from `train.peers.PEERS`) are trained on the same training split and scored beside
-    popularity. Both are recorded in the report's protocol.
+    popularity (`peer_config`: per-peer config overrides; SASRec keeps the parameters of its best
+    validation NDCG@10 over up to `peer_val_examples` validation queries, as our model is selected).
+    Both are recorded in the report's protocol.
 
     Returns:
       the JSON-ready report `{"protocol", "model", "baselines", "oracle"?}` and the raw data for plots.
@@ -254,8 +258,20 @@ def evaluate_bundle(
 
             seqs = peer_sequences(ds, codes, positives, corpus.post_ids, ties=ties,
                                   engagement_actions=trained.get("engagement_actions"))
+            validate = None
+            if any(p.startswith("sasrec") for p in peers):
+                vex = build_retrieval_examples(ds, hc, history_len=cfg.history_seq_len, split="val", protocol=protocol,
+                                               positive_actions=positives, history_ties=ties,
+                                               engagement_actions=trained.get("engagement_actions"))
+                vex = vex.take(np.arange(min(len(vex), peer_val_examples)))
+
+                def validate(peer: Any) -> float:
+                    return retrieval_eval(peer.scorer(vex, corpus.post_ids), corpus.post_ids, vex, (10,),
+                                          seen_rule=seen_rule)["ndcg@10"]
+
             for name in (p for p in peers if p != "popularity"):  # popularity is always scored above
-                peer = fit_peer(name, seqs, seed=peer_seed)
+                peer = fit_peer(name, seqs, seed=peer_seed, config=(peer_config or {}).get(name),
+                                validate=validate if name.startswith("sasrec") and len(vex) else None)
                 report["baselines"].setdefault(name, {})["retrieval"] = retrieval_eval(
                     peer.scorer(rex, corpus.post_ids), corpus.post_ids, rex, ks, seen_rule=seen_rule,
                     progress=_bar(name, progress))

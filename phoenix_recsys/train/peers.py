@@ -363,7 +363,7 @@ def fit_sasrec(
             curve.append({"step": step, "loss": float(loss), "val_ndcg@10": v})
             if v > best:
                 best, best_step, bad = v, step, 0
-                best_state = jax.tree.map(np.asarray, nnx.state(model))
+                best_state = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
             else:
                 bad += 1
                 if bad >= cfg.patience:
