@@ -4,9 +4,11 @@ mesh needs `XLA_FLAGS=--xla_force_host_platform_device_count=N` before JAX start
 taken between the first and the last logged step, so compilation and example building are not
 counted; every step ends with the loss on the host, as in real training.
 
-On a CPU machine the emulated devices share the same cores, so a mesh cannot be faster than one
-device here: these rows measure what the sharding costs (collectives, gathers over the model axis),
-not a speed-up. On a GPU or TPU host, where each device is its own chip, run the same command.
+On a CPU machine emulated devices share the machine's cores: up to the core count a data axis can
+use cores that one device's small ops leave idle, beyond it the devices only add the cost of sharding
+(collectives, gathers over the model axis). On a GPU or TPU host, where each device is its own chip,
+the same command measures real scaling. Timings move with other work on the machine; the load
+averages beside the machine line say how busy it was.
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ def _child(kind: str, mesh: str | None, work: Path) -> dict[str, Any]:
     """One measurement, in a process whose device count is already set."""
     import jax
 
-    from phoenix_recsys.data.examples import (build_ranking_examples, build_retrieval_examples, post_corpus,
-                                               split_by_time)
+    from phoenix_recsys.data.examples import (
+        build_ranking_examples,
+        build_retrieval_examples,
+        post_corpus,
+        split_by_time,
+    )
     from phoenix_recsys.data.schema import load_dataset
     from phoenix_recsys.train.loop import TrainConfig, train_ranker, train_retrieval
     from phoenix_recsys.train.mesh import MeshPlan, MeshSpec
