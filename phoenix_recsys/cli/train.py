@@ -25,9 +25,13 @@ train_app = typer.Typer(
         "Examples:\n\n"
         "  phoenix-recsys train all --data ./world --out ./bundle --steps 600\n\n"
         "  phoenix-recsys train ranker --data ./world --out ./bundle --config job.json --resume\n\n"
-        "Sequential (next-item) retrieval, as `bench ml1m` trains it, in job.json:\n\n"
-        '  {"model": {"history_attention": "causal", "user_pooling": "last"},\n\n'
-        '   "retrieval": {"retrieval_objective": "every_position", "negatives": "corpus", "token_dropout": 0.2}}\n\n'
+        "Recipes (--recipe): 'sequential' is the next-item recipe `bench ml1m` trains with (causal user tower, "
+        "every position predicting the next interaction, every interaction a positive, S = 200, full corpus "
+        "softmax, embedding dropout 0.2, best validation NDCG@10); 'default' uses the defaults and --config "
+        "alone; 'auto' (the default) picks sequential when every event of the data is an interaction (a "
+        "ratings / interaction log such as MovieLens) and default on impression logs, and says which it chose. "
+        "--config fields override the recipe's.\n\n"
+        "  phoenix-recsys train retrieval --data ./ml-1m --out ./bundle --protocol loo\n\n"
         "Every field is described in docs/learning.md."
     ),
     no_args_is_help=True,
@@ -55,6 +59,19 @@ NumProcessesOpt = Annotated[int, typer.Option("--num-processes", help="Processes
 ProcessIdOpt = Annotated[int, typer.Option("--process-id", help="This process's index, 0 .. --num-processes - 1.")]
 
 
+class Recipe(StrEnum):
+    """Training recipe: auto (from the data), default, or sequential (next-item)."""
+
+    AUTO = "auto"
+    DEFAULT = "default"
+    SEQUENTIAL = "sequential"
+
+
+RecipeOpt = Annotated[Recipe, typer.Option(
+    "--recipe", help="auto: sequential on a ratings / interaction log, default otherwise (stated in the output); "
+                     "default; sequential (next-item, as `bench ml1m`). --config overrides its fields.")]
+
+
 def _mesh_plan(mesh: str | None, coordinator: str | None, num_processes: int, process_id: int):
     """Join the multi-process job (before JAX touches a device) and build the mesh; None: one device."""
     if coordinator is None and (num_processes != 1 or process_id != 0):
@@ -73,14 +90,20 @@ def _mesh_plan(mesh: str | None, coordinator: str | None, num_processes: int, pr
 
 def _run(kinds: list[str], data: Path, out: Path, config: Path | None, steps: int | None, epochs: float | None,
          resume: bool, protocol: str, quiet: bool, mesh: str | None = None, coordinator: str | None = None,
-         num_processes: int = 1, process_id: int = 0, as_json: bool = False) -> None:
-    from phoenix_recsys.train.run import JobConfig, train_job
+         num_processes: int = 1, process_id: int = 0, as_json: bool = False, recipe: str = "auto") -> None:
+    from phoenix_recsys.data.schema import load_dataset
+    from phoenix_recsys.train.run import JobConfig, resolve_recipe, train_job
 
     if steps is not None and epochs is not None:
         raise ValueError("give --steps or --epochs, not both")
+    job_config = JobConfig.load(config)
+    chosen, why = resolve_recipe(load_dataset(data), recipe)
     plan = _mesh_plan(mesh, coordinator, num_processes, process_id)
-    results = train_job(data, out, kinds, config=JobConfig.load(config), steps=steps, epochs=epochs, resume=resume,
-                        protocol=protocol, progress=not quiet and (plan is None or plan.is_primary), mesh=plan)
+    if plan is None or plan.is_primary:
+        (err_console if as_json else console).print(f"recipe: {chosen} ({why})")
+    results = train_job(data, out, kinds, config=job_config, steps=steps, epochs=epochs, resume=resume,
+                        protocol=protocol, progress=not quiet and (plan is None or plan.is_primary), mesh=plan,
+                        recipe=chosen)
     if plan is not None and not plan.is_primary:
         return
     if as_json:
@@ -103,9 +126,9 @@ def _train_command(kinds: list[str], doc: str):
     def cmd(data: DataOpt, out: OutOpt, config: ConfigOpt = None, steps: StepsOpt = None, epochs: EpochsOpt = None,
             resume: ResumeOpt = False, protocol: ProtocolOpt = SplitProtocol.TIME, quiet: QuietOpt = False,
             mesh: MeshOpt = None, coordinator: CoordinatorOpt = None, num_processes: NumProcessesOpt = 1,
-            process_id: ProcessIdOpt = 0, as_json: JsonFlag = False) -> None:
+            process_id: ProcessIdOpt = 0, as_json: JsonFlag = False, recipe: RecipeOpt = Recipe.AUTO) -> None:
         _run(kinds, data, out, config, steps, epochs, resume, protocol.value, quiet or as_json, mesh, coordinator,
-             num_processes, process_id, as_json)
+             num_processes, process_id, as_json, recipe.value)
 
     cmd.__doc__ = doc
     return cmd

@@ -131,6 +131,11 @@ def _oracle_scorer(world: Any, ex: RetrievalExamples, corpus_ids: np.ndarray):
     return score
 
 
+def _bar(scorer: str, enabled: bool) -> str | None:
+    """The progress-bar label of one full-corpus retrieval pass (None: no bar)."""
+    return f"retrieval: {scorer} over the corpus" if enabled else None
+
+
 def evaluate_bundle(
     bundle: Bundle,
     ds: Dataset,
@@ -234,7 +239,8 @@ def evaluate_bundle(
         ks = tuple(k for k in RETRIEVAL_KS if k <= len(corpus.post_ids)) or (len(corpus.post_ids),)
         mex, mcorpus = apply_input_mode(rex, input_mode), apply_input_mode_corpus(corpus, input_mode)
         scorer = embedding_scorer(encode_users(bundle.retrieval, mex.batch), encode_corpus(bundle.retrieval, mcorpus))
-        report["model"]["retrieval"] = retrieval_eval(scorer, corpus.post_ids, rex, ks, seen_rule=seen_rule)
+        report["model"]["retrieval"] = retrieval_eval(scorer, corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                                                      progress=_bar("model", progress))
         train = codes == TRAIN
         pos_mask = np.zeros(ds.num_events, bool)
         for a in positives:
@@ -245,7 +251,8 @@ def evaluate_bundle(
         idx = order[np.searchsorted(corpus.post_ids[order], counts_ids)]
         np.add.at(pop, idx, 1.0)
         report["baselines"]["popularity"]["retrieval"] = retrieval_eval(
-            lambda s, e: np.broadcast_to(pop, (e - s, len(pop))), corpus.post_ids, rex, ks, seen_rule=seen_rule)
+            lambda s, e: np.broadcast_to(pop, (e - s, len(pop))), corpus.post_ids, rex, ks, seen_rule=seen_rule,
+            progress=_bar("popularity", progress))
         if peers:
             from phoenix_recsys.train.peers import fit_peer, peer_sequences
 
@@ -266,11 +273,13 @@ def evaluate_bundle(
                 peer = fit_peer(name, seqs, seed=peer_seed, config=(peer_config or {}).get(name),
                                 validate=validate if name.startswith("sasrec") and len(vex) else None)
                 report["baselines"].setdefault(name, {})["retrieval"] = retrieval_eval(
-                    peer.scorer(rex, corpus.post_ids), corpus.post_ids, rex, ks, seen_rule=seen_rule)
+                    peer.scorer(rex, corpus.post_ids), corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                    progress=_bar(name, progress))
                 report["baselines"][name]["fit"] = peer.describe()
         if world is not None:
             report["oracle"]["retrieval"] = retrieval_eval(_oracle_scorer(world, rex, corpus.post_ids),
-                                                           corpus.post_ids, rex, ks, seen_rule=seen_rule)
+                                                           corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                                                           progress=_bar("oracle", progress))
         seen_text = ("already-engaged posts excluded" if seen_rule == "all"
                      else f"the posts of the {cfg.history_seq_len}-item input window excluded")
         report["protocol"]["seen_rule"] = seen_rule
