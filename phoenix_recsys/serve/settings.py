@@ -91,6 +91,13 @@ class ServeSettings(BaseModel):
         `feed` commands (`apply_process_settings`); None leaves FAISS's default (all cores). One
         suits a server: concurrency comes from parallel requests, and OpenMP's spin-waiting on a
         busy machine made one 1,000-result search over 10k posts ~30x slower (25 ms vs 0.7 ms).
+      index_follow: keep the index current from the store's post sequence in a background thread
+        (posts written by other servers/workers become retrievable within ~`follow_poll_interval_s`).
+      follow_poll_interval_s: post-sequence poll period when the store cannot notify.
+      index_snapshot_interval_s / index_snapshot_every_posts: snapshot the index while serving
+        every this many seconds / applied post changes (None = off); see `serve.index.snapshot`.
+      server_id: this server's name in snapshot files (default `<hostname>-<port>`; workers add
+        `-w<i>`), so servers sharing an index directory never write over each other.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -131,6 +138,11 @@ class ServeSettings(BaseModel):
     chunk_size: PositiveInt = 1024
     warmup: bool = True
     faiss_threads: PositiveInt | None = 1
+    index_follow: bool = True
+    follow_poll_interval_s: float = Field(0.2, gt=0, le=60)
+    index_snapshot_interval_s: float | None = Field(60.0, gt=0)
+    index_snapshot_every_posts: PositiveInt | None = 10_000
+    server_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
     @field_validator("host")
     @classmethod

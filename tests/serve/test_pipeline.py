@@ -360,8 +360,9 @@ def test_index_is_persisted_and_rebuilt_only_on_change(runtime, world, settings_
     svc.close()
     with Store.open(s.store_path) as st:  # posts changed behind the service's back
         st.add_posts([70_001], author_ids=[4], created_at=[0])
-    svc = FeedService.open(runtime, settings=s)
-    assert svc.index_info.source == "built" and 70_001 in svc.index
+    svc = FeedService.open(runtime, settings=s)  # the snapshot plus that one change, not a rebuild
+    assert svc.index_info.source == "loaded" and 70_001 in svc.index
+    assert svc.index_info.caught_up == 1 and svc.index_info.embedded == 1
     svc.close()
 
 
