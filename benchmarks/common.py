@@ -40,6 +40,8 @@ def machine_info() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "date": time.strftime("%Y-%m-%d"),
+        # Other work on the machine skews timings; the 1-minute load average at the start says how much.
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 

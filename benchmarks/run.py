@@ -6,6 +6,7 @@ Usage: python -m benchmarks.run [NAME ...]   (default: the quick ones; `quality`
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ BENCHMARKS = {
     "ranking": ("benchmarks.ranking", "Ranking throughput: cached context vs reference-style full forward"),
     "feed": ("benchmarks.feed", "Feed latency (full pipeline, one process)"),
     "quality": ("benchmarks.quality", "Quality"),
+    "train_mesh": ("benchmarks.train_mesh", "Training throughput on a device mesh"),
 }
 QUICK = ("ranking", "feed")
+MAKE_TARGETS = {"quality": "make bench-quality"}
 DOC = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 
@@ -43,12 +46,15 @@ def main(argv: list[str]) -> None:
         module_name, title = BENCHMARKS[name]
         mod = importlib.import_module(module_name)
         print(f"== {title}", flush=True)
+        load_start = os.getloadavg()[0]
         result = mod.main()
         tbl = mod.table(result)
+        load = f"1-minute load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end"
         print(tbl, flush=True)
         doc = (mod.__doc__ or "").strip()
-        make = "make bench" if name in QUICK else f"make bench-{name}"
-        body = f"{doc}\n\nCommand: `{make}` (or `python -m benchmarks.run {name}`). Machine: {machine}.\n\n{tbl}"
+        make = MAKE_TARGETS.get(name, "make bench" if name in QUICK else None)
+        command = f"`{make}` (or `python -m benchmarks.run {name}`)" if make else f"`python -m benchmarks.run {name}`"
+        body = f"{doc}\n\nCommand: {command}. Machine: {machine} ({load}).\n\n{tbl}"
         _update_doc(name, title, body)
 
 

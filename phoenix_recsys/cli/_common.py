@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -18,6 +19,41 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random draw (same seed, same output).")]
+
+
+# Fixed vocabularies as enums, so `--help` lists the choices, shell completion offers them and a typo
+# is refused by the parser with the valid values (Rich would eat a hand-written "[a|b]" as markup).
+class SplitProtocol(StrEnum):
+    """How events are split into train / val / test."""
+
+    TIME = "time"  # global 80/10/10 by timestamp
+    LOO = "loo"  # leave-one-out per user
+
+
+class Split(StrEnum):
+    """Which split to evaluate."""
+
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+class LogLevel(StrEnum):
+    """uvicorn's log levels."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+    TRACE = "trace"
+
+
+class ForwardDtype(StrEnum):
+    """Forward-pass dtype of the demos."""
+
+    BFLOAT16 = "bfloat16"
+    FLOAT32 = "float32"
 
 
 def domain_errors(fn: F) -> F:

@@ -22,10 +22,14 @@ bench_app = typer.Typer(
 
 
 @bench_app.command("list")
-def list_cmd() -> None:
+def list_cmd(as_json: JsonFlag = False) -> None:
     """The benchmarks and their protocols."""
     from phoenix_recsys.train.quality import jobs
 
+    if as_json:
+        print_json({name: {"description": job.description, "models": list(job.kinds), "steps": job.steps}
+                    for name, job in jobs().items()})
+        return
     for name, job in jobs().items():
         console.print(f"[bold]{name}[/]: {job.description} (models: {', '.join(job.kinds)}, {job.steps} steps)")
 

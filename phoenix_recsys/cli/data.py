@@ -29,6 +29,19 @@ SkipBad = Annotated[
 ]
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _print_written(ds, out: Path, t0: float) -> None:
+    """`--json` of the commands that write a dataset: where, what, and how long."""
+    typer.echo(json.dumps({
+        "path": str(out), "name": ds.name, "events": int(ds.num_events), "posts": int(ds.posts.num_rows),
+        "actions": list(ds.actions.names), "content_sha256": ds.manifest.get("content_sha256"),
+        "skipped_lines": ds.manifest.get("import", {}).get("skipped_lines", 0),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }, indent=2))
+
+
 def _fail(err: Exception) -> typer.Exit:
     _err.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
     return typer.Exit(code=1)
@@ -47,6 +60,7 @@ def synth(
     authors: Annotated[
         int | None, typer.Option("--authors", help="Number of authors (default posts // 20).")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Generate a synthetic world with known action probabilities (p_<action> columns, world.npz)."""
     t0 = time.perf_counter()
@@ -59,9 +73,12 @@ def synth(
             num_topics=topics,
             num_authors=authors,
         )
-        ds = synthesize(out, cfg, progress=True)
+        ds = synthesize(out, cfg, progress=not as_json)
     except ValueError as e:
         raise _fail(e) from None
+    if as_json:
+        _print_written(ds, out, t0)
+        return
     _out.print(
         f"wrote [bold]{escape(str(out))}[/bold]: {ds.num_events:,} impressions, {users:,} users, "
         f"{posts:,} posts in {time.perf_counter() - t0:.1f} s (content sha256 {ds.manifest['content_sha256'][:12]}…)",
@@ -85,6 +102,7 @@ def import_(
         Path | None, typer.Option("--mapping", help="generic: JSON/TOML column-mapping file.")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Dataset name for the manifest.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import a MovieLens / KuaiRand / Taobao / sequence / generic log into the dataset format."""
     t0 = time.perf_counter()
@@ -102,6 +120,9 @@ def import_(
     except ValueError as e:
         raise _fail(e) from None
     skipped = ds.manifest.get("import", {}).get("skipped_lines", 0)
+    if as_json:
+        _print_written(ds, out, t0)
+        return
     _out.print(
         f"wrote [bold]{escape(str(out))}[/bold]: {ds.num_events:,} events, {ds.posts.num_rows:,} posts, "
         f"actions {list(ds.actions.names)} in {time.perf_counter() - t0:.1f} s",
@@ -120,7 +141,7 @@ def stats(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Also write a PNG of action rates and history lengths.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Counts, per-action positive rates and the history-length histogram of a dataset."""
     try:

@@ -15,7 +15,15 @@ import typer
 from flax import nnx
 from rich.table import Table
 
-from phoenix_recsys.cli._common import JsonFlag, SeedOpt, bar, console, domain_errors, print_json
+from phoenix_recsys.cli._common import (
+    ForwardDtype,
+    JsonFlag,
+    SeedOpt,
+    bar,
+    console,
+    domain_errors,
+    print_json,
+)
 from phoenix_recsys.hashing import HashConfig
 from phoenix_recsys.model import (
     CachedRanker,
@@ -36,7 +44,7 @@ KeySize = Annotated[int, typer.Option("--key-size", help="Per-head width K.")]
 HistLen = Annotated[int, typer.Option("--history-len", help="History length S (the seeds' demo: 32).")]
 NumCands = Annotated[int, typer.Option("--num-candidates", help="Candidates per user C (the seeds' demo: 8).")]
 Users = Annotated[int, typer.Option("--users", help="Users in the batch.")]
-Dtype = Annotated[str, typer.Option("--dtype", help="Forward dtype: bfloat16 (inference default) or float32.")]
+Dtype = Annotated[ForwardDtype, typer.Option("--dtype", help="Forward dtype (bfloat16 is the inference default).")]
 
 
 def demo_config(
@@ -51,7 +59,7 @@ def demo_config(
         history_seq_len=history_len,
         candidate_seq_len=num_candidates,
         hash_config=HashConfig(user_vocab_size=10_007, item_vocab_size=20_011, author_vocab_size=5_003),
-        fprop_dtype=dtype,
+        fprop_dtype=str(dtype),  # a ForwardDtype from the CLI, a plain str from callers
     )
 
 
@@ -65,7 +73,7 @@ def rank_demo(
     history_len: HistLen = 32,
     num_candidates: NumCands = 8,
     users: Users = 2,
-    dtype: Dtype = "bfloat16",
+    dtype: Dtype = ForwardDtype.BFLOAT16,
     seed: SeedOpt = 42,
     as_json: JsonFlag = False,
 ) -> None:
@@ -120,8 +128,8 @@ def retrieve_demo(
     history_len: HistLen = 32,
     users: Users = 2,
     corpus_size: Annotated[int, typer.Option("--corpus-size", help="Posts in the random corpus.")] = 1000,
-    top_k: Annotated[int, typer.Option("--top-k", help="Results per user.")] = 10,
-    dtype: Dtype = "bfloat16",
+    top_k: Annotated[int, typer.Option("-k", "--top-k", help="Results per user.", min=1)] = 10,
+    dtype: Dtype = ForwardDtype.BFLOAT16,
     seed: SeedOpt = 42,
     as_json: JsonFlag = False,
 ) -> None:

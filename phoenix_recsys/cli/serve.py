@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from phoenix_recsys.cli._common import JsonFlag, console, domain_errors, err_console, print_json
+from phoenix_recsys.cli._common import JsonFlag, LogLevel, console, domain_errors, err_console, print_json
 
 serve_app = typer.Typer(help="Serve the feed over HTTP, or print one feed.")
 
@@ -25,7 +25,11 @@ DataOpt = Annotated[
     Path | None,
     typer.Option("--data", help="Dataset directory that seeds an empty store (ignored once the store has posts)."),
 ]
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="SQLite store file [default: BUNDLE/store.sqlite].")]
+# Defaults that live in the settings (not in the signature) are shown with `show_default=`: a literal
+# "[default: ...]" in help text would be parsed as Rich markup and vanish.
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help="SQLite store file.", show_default="BUNDLE/store.sqlite")
+]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="JSON file of settings (PHOENIX_* environment variables override it).")
 ]
@@ -43,15 +47,15 @@ def run_server(app: Any, *, host: str, port: int, log_level: str) -> None:
 def serve(
     bundle: BundleArg,
     data: DataOpt = None,
-    host: Annotated[str | None, typer.Option("--host", help="Bind address [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port [default: 8000].")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address.", show_default="127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port.", show_default="8000")] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Disable every write endpoint (403).")] = False,
     insecure_dev: Annotated[
         bool, typer.Option("--insecure-dev", help="Allow writes without an API key (local development only).")
     ] = False,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="uvicorn log level.")] = LogLevel.INFO,
 ) -> None:
     """Serve the feed API (POST /v1/feed, /v1/rank, /v1/retrieve, /v1/events, /v1/posts ...; docs at /docs).
 
@@ -84,7 +88,7 @@ def serve(
         highlight=False,
     )
     try:
-        run_server(create_app(service), host=settings.host, port=settings.port, log_level=log_level)
+        run_server(create_app(service), host=settings.host, port=settings.port, log_level=log_level.value)
     finally:
         service.close()
 
@@ -95,7 +99,7 @@ def feed(
     bundle: BundleArg,
     user: Annotated[int, typer.Option("--user", help="The viewer's user id (unknown users get a cold-start feed).")],
     data: DataOpt = None,
-    k: Annotated[int, typer.Option("--k", help="Number of posts.")] = 20,
+    k: Annotated[int, typer.Option("-k", "--top-k", "--k", help="Number of posts.", min=1)] = 20,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     json_out: JsonFlag = False,

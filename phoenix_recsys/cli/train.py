@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from phoenix_recsys.cli._common import JsonFlag, console, domain_errors, print_json
+from phoenix_recsys.cli._common import (
+    JsonFlag,
+    Split,
+    SplitProtocol,
+    console,
+    domain_errors,
+    err_console,
+    print_json,
+)
 
 train_app = typer.Typer(
     help=(
@@ -16,9 +25,13 @@ train_app = typer.Typer(
         "Examples:\n\n"
         "  phoenix-recsys train all --data ./world --out ./bundle --steps 600\n\n"
         "  phoenix-recsys train ranker --data ./world --out ./bundle --config job.json --resume\n\n"
-        "Sequential (next-item) retrieval, as `bench ml1m` trains it, in job.json:\n\n"
-        '  {"model": {"history_attention": "causal", "user_pooling": "last"},\n\n'
-        '   "retrieval": {"retrieval_objective": "every_position", "negatives": "corpus", "token_dropout": 0.2}}\n\n'
+        "Recipes (--recipe): 'sequential' is the next-item recipe `bench ml1m` trains with (causal user tower, "
+        "every position predicting the next interaction, every interaction a positive, S = 200, full corpus "
+        "softmax, embedding dropout 0.2, best validation NDCG@10); 'default' uses the defaults and --config "
+        "alone; 'auto' (the default) picks sequential when every event of the data is an interaction (a "
+        "ratings / interaction log such as MovieLens) and default on impression logs, and says which it chose. "
+        "--config fields override the recipe's.\n\n"
+        "  phoenix-recsys train retrieval --data ./ml-1m --out ./bundle --protocol loo\n\n"
         "Every field is described in docs/learning.md."
     ),
     no_args_is_help=True,
@@ -33,7 +46,9 @@ ConfigOpt = Annotated[
 StepsOpt = Annotated[int | None, typer.Option("--steps", help="Optimizer steps (default 1000).")]
 EpochsOpt = Annotated[float | None, typer.Option("--epochs", help="Passes over the training examples (instead of --steps).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the run's latest checkpoint (same config only).")]
-ProtocolOpt = Annotated[str, typer.Option("--protocol", help="Split: 'time' (global 80/10/10 by time) or 'loo' (leave-one-out).")]
+ProtocolOpt = Annotated[
+    SplitProtocol, typer.Option("--protocol", help="Split: time (global 80/10/10 by time) or loo (leave-one-out).")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 MeshOpt = Annotated[str | None, typer.Option(
     "--mesh", help="Train on a device mesh: data=N[,model=M][,transformer=tensor] (batch over data, hash tables "
@@ -42,6 +57,19 @@ CoordinatorOpt = Annotated[str | None, typer.Option(
     "--coordinator", help="HOST:PORT of process 0, for a multi-process run (with --num-processes, --process-id).")]
 NumProcessesOpt = Annotated[int, typer.Option("--num-processes", help="Processes of a multi-process run.")]
 ProcessIdOpt = Annotated[int, typer.Option("--process-id", help="This process's index, 0 .. --num-processes - 1.")]
+
+
+class Recipe(StrEnum):
+    """Training recipe: auto (from the data), default, or sequential (next-item)."""
+
+    AUTO = "auto"
+    DEFAULT = "default"
+    SEQUENTIAL = "sequential"
+
+
+RecipeOpt = Annotated[Recipe, typer.Option(
+    "--recipe", help="auto: sequential on a ratings / interaction log, default otherwise (stated in the output); "
+                     "default; sequential (next-item, as `bench ml1m`). --config overrides its fields.")]
 
 
 def _mesh_plan(mesh: str | None, coordinator: str | None, num_processes: int, process_id: int):
@@ -62,15 +90,26 @@ def _mesh_plan(mesh: str | None, coordinator: str | None, num_processes: int, pr
 
 def _run(kinds: list[str], data: Path, out: Path, config: Path | None, steps: int | None, epochs: float | None,
          resume: bool, protocol: str, quiet: bool, mesh: str | None = None, coordinator: str | None = None,
-         num_processes: int = 1, process_id: int = 0) -> None:
-    from phoenix_recsys.train.run import JobConfig, train_job
+         num_processes: int = 1, process_id: int = 0, as_json: bool = False, recipe: str = "auto") -> None:
+    from phoenix_recsys.data.schema import load_dataset
+    from phoenix_recsys.train.run import JobConfig, resolve_recipe, train_job
 
     if steps is not None and epochs is not None:
         raise ValueError("give --steps or --epochs, not both")
+    job_config = JobConfig.load(config)
+    chosen, why = resolve_recipe(load_dataset(data), recipe)
     plan = _mesh_plan(mesh, coordinator, num_processes, process_id)
-    results = train_job(data, out, kinds, config=JobConfig.load(config), steps=steps, epochs=epochs, resume=resume,
-                        protocol=protocol, progress=not quiet and (plan is None or plan.is_primary), mesh=plan)
+    if plan is None or plan.is_primary:
+        (err_console if as_json else console).print(f"recipe: {chosen} ({why})")
+    results = train_job(data, out, kinds, config=job_config, steps=steps, epochs=epochs, resume=resume,
+                        protocol=protocol, progress=not quiet and (plan is None or plan.is_primary), mesh=plan,
+                        recipe=chosen)
     if plan is not None and not plan.is_primary:
+        return
+    if as_json:
+        print_json({kind: {"steps": r.steps, "best_step": r.best_step, "metric": r.metric_name,
+                           "best_metric": r.best_metric, "stopped_early": r.stopped_early}
+                    for kind, r in results.items()})
         return
     table = Table(title=f"trained into {out}")
     for col in ("model", "steps", "best step", "validation metric", "early stop"):
@@ -85,11 +124,11 @@ def _train_command(kinds: list[str], doc: str):
 
     @domain_errors
     def cmd(data: DataOpt, out: OutOpt, config: ConfigOpt = None, steps: StepsOpt = None, epochs: EpochsOpt = None,
-            resume: ResumeOpt = False, protocol: ProtocolOpt = "time", quiet: QuietOpt = False, mesh: MeshOpt = None,
-            coordinator: CoordinatorOpt = None, num_processes: NumProcessesOpt = 1,
-            process_id: ProcessIdOpt = 0) -> None:
-        _run(kinds, data, out, config, steps, epochs, resume, protocol, quiet, mesh, coordinator, num_processes,
-             process_id)
+            resume: ResumeOpt = False, protocol: ProtocolOpt = SplitProtocol.TIME, quiet: QuietOpt = False,
+            mesh: MeshOpt = None, coordinator: CoordinatorOpt = None, num_processes: NumProcessesOpt = 1,
+            process_id: ProcessIdOpt = 0, as_json: JsonFlag = False, recipe: RecipeOpt = Recipe.AUTO) -> None:
+        _run(kinds, data, out, config, steps, epochs, resume, protocol.value, quiet or as_json, mesh, coordinator,
+             num_processes, process_id, as_json, recipe.value)
 
     cmd.__doc__ = doc
     return cmd
@@ -140,19 +179,74 @@ def print_report(report: dict) -> None:
         console.print(t)
 
 
+class SeenRule(StrEnum):
+    """Which earlier items full-corpus retrieval evaluation excludes."""
+
+    ALL = "all"
+    WINDOW = "window"
+
+
+def bundle_protocol(meta: dict) -> SplitProtocol | None:
+    """The split protocol a bundle was trained with (None: unknown, e.g. imported weights).
+
+    Bundles record its name (`dataset.split_protocol`); older ones only its description, which
+    starts with the protocol's kind.
+    """
+    ds = meta.get("dataset") or {}
+    name = ds.get("split_protocol")
+    if name in tuple(SplitProtocol):
+        return SplitProtocol(name)
+    desc = str(ds.get("protocol") or "")
+    if desc.startswith("time split"):
+        return SplitProtocol.TIME
+    if desc.startswith("leave-one-out"):
+        return SplitProtocol.LOO
+    return None
+
+
+def check_bundle_dataset(meta: dict, ds_name: str, ds_hash: str | None) -> None:
+    """Refuse to evaluate a bundle on another dataset than it was trained on (content hash differs).
+
+    Raises:
+      ValueError: both hashes are known and differ; the message names both and the override flag.
+    """
+    trained = meta.get("dataset") or {}
+    want = trained.get("content_hash")
+    if want is None or ds_hash is None or want == ds_hash:
+        return
+    raise ValueError(
+        f"dataset mismatch: the bundle was trained on {trained.get('name')!r} (content sha256 {want[:12]}...), "
+        f"but --data is {ds_name!r} (content sha256 {ds_hash[:12]}...); its splits differ from the training "
+        "splits, so test events may have been trained on. Pass --ignore-dataset-mismatch to evaluate anyway."
+    )
+
+
 @domain_errors
 def evaluate_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle (or run) directory written by `train`.")],
     data: DataOpt,
-    split: Annotated[str, typer.Option("--split", help="train | val | test.")] = "test",
-    protocol: ProtocolOpt = "time",
+    split: Annotated[Split, typer.Option("--split", help="Which split to evaluate.")] = Split.TEST,
+    protocol: Annotated[SplitProtocol | None, typer.Option(
+        "--protocol", help="Split protocol: time (global 80/10/10 by time) or loo (leave-one-out).",
+        show_default="the bundle's, else time")] = None,
     max_examples: Annotated[int | None, typer.Option("--max-examples", help="Cap examples per task (speed).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where report.md/eval.json/PNG go (default: the bundle).")] = None,
+    seen_rule: Annotated[SeenRule, typer.Option(
+        "--seen-rule", help="Retrieval: which earlier items are excluded from the ranking: all (every earlier "
+                            "engagement) or window (only the S items of the input window, as HSTU's code).")] = SeenRule.ALL,
+    peers: Annotated[str, typer.Option(
+        "--peers", help="Comma-separated peers trained on the same training split and scored beside popularity: "
+                        "ease, bpr, sasrec (one-negative BCE), sasrec_ce (full softmax).")] = "",
+    ignore_dataset_mismatch: Annotated[bool, typer.Option(
+        "--ignore-dataset-mismatch", help="Evaluate even if --data is not the dataset the bundle was trained on.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate a bundle: per-action AUROC/PR-AUC/log-loss/RCE/calibration and full-corpus retrieval
     HR/NDCG/MRR@{10,50,100,1000}, beside popularity baselines and (synthetic data) the oracle ceiling.
 
+    Uses the split protocol the bundle was trained with unless --protocol says otherwise, and refuses
+    a dataset other than the training one (by content hash) unless --ignore-dataset-mismatch.
     Writes report.md, eval.json and roc_calibration.png. Example:
 
         phoenix-recsys evaluate ./bundle --data ./world --split test
@@ -164,7 +258,18 @@ def evaluate_cmd(
 
     ds = load_dataset(data)
     b = load_bundle(bundle)
-    report, raw = evaluate_bundle(b, ds, split=split, protocol=make_protocol(ds, protocol), max_examples=max_examples)
+    if not ignore_dataset_mismatch:
+        check_bundle_dataset(b.meta, ds.name, ds.manifest.get("content_sha256"))
+    trained = bundle_protocol(b.meta)
+    if protocol is None:
+        protocol = trained or SplitProtocol.TIME
+    elif trained is not None and protocol != trained:
+        err_console.print(f"[yellow]warning:[/] the bundle was trained with --protocol {trained.value}; "
+                          f"evaluating with {protocol.value}", highlight=False)
+    names = tuple(p.strip() for p in peers.split(",") if p.strip())
+    # Bars on stderr, so `--json` output on stdout stays clean.
+    report, raw = evaluate_bundle(b, ds, split=split.value, protocol=make_protocol(ds, protocol.value),
+                                  max_examples=max_examples, seen_rule=str(seen_rule), peers=names, progress=not quiet)
     path = write_report(report, raw, out or bundle)
     if as_json:
         print_json(report)

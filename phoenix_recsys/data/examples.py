@@ -534,6 +534,16 @@ class RetrievalExamples:
             ex, posts = ex[keep], posts[keep]
         return ex, posts
 
+    def window_pairs(self, *, keep_target: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(example index, post id) pairs of each example's input window (its S history slots), the
+        exclusion set of HSTU's evaluation code; with `keep_target` the example's own target is kept."""
+        ex, slot = np.nonzero(self.history_post_ids >= 0)
+        posts = self.history_post_ids[ex, slot]
+        if keep_target:
+            keep = posts != self.target_post_ids[ex]
+            ex, posts = ex[keep], posts[keep]
+        return ex.astype(np.int64), posts.astype(np.int64)
+
     def take(self, indices: np.ndarray | Sequence[int]) -> RetrievalExamples:
         """The examples at `indices`; the seen CSR is shared, only per-example arrays are indexed."""
         idx = np.asarray(indices, dtype=np.int64)

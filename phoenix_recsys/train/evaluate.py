@@ -41,12 +41,14 @@ from phoenix_recsys.data.examples import (
 from phoenix_recsys.data.schema import Dataset
 from phoenix_recsys.train.bundle import Bundle
 from phoenix_recsys.train.inference import (
+    SEEN_RULES,
     embedding_scorer,
     encode_corpus,
     encode_users,
     predict_ranker,
     retrieval_eval,
 )
+from phoenix_recsys.train.inputs import apply_input_mode, apply_input_mode_corpus
 from phoenix_recsys.train.metrics import binary_action_metrics, nan_to_none
 from phoenix_recsys.train.plots import plot_roc_and_calibration
 from phoenix_recsys.train.run import default_positive_actions
@@ -131,6 +133,11 @@ def _oracle_scorer(world: Any, ex: RetrievalExamples, corpus_ids: np.ndarray):
     return score
 
 
+def _bar(scorer: str, enabled: bool) -> str | None:
+    """The progress-bar label of one full-corpus retrieval pass (None: no bar)."""
+    return f"retrieval: {scorer} over the corpus" if enabled else None
+
+
 def evaluate_bundle(
     bundle: Bundle,
     ds: Dataset,
@@ -140,14 +147,33 @@ def evaluate_bundle(
     max_examples: int | None = None,
     retrieval_positive_actions: Sequence[str] | None = None,
     progress: bool = False,
+    seen_rule: str = "all",
+    peers: Sequence[str] = (),
+    peer_seed: int = 0,
+    peer_config: dict[str, dict[str, Any]] | None = None,
+    peer_val_examples: int = 3000,
 ) -> tuple[dict[str, Any], EvalData]:
     """Evaluate every model of `bundle` on `split` of `ds`, with baselines and (synthetic) the oracle.
+
+    Retrieval excludes already-seen posts by `seen_rule` ("all": every earlier engagement; "window":
+    only the S items of the input window, as HSTU's code), for the model and every baseline alike;
+    `peers` (names from `train.peers.PEERS`) are trained on the same training split and scored beside
+    popularity (`peer_config`: per-peer config overrides; SASRec keeps the parameters of its best
+    validation NDCG@10 over up to `peer_val_examples` validation queries, as our model is selected).
+    Both are recorded in the report's protocol.
 
     Returns:
       the JSON-ready report `{"protocol", "model", "baselines", "oracle"?}` and the raw data for plots.
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
+    if seen_rule not in SEEN_RULES:
+        raise ValueError(f"seen_rule must be one of {list(SEEN_RULES)}, got {seen_rule!r}")
+    from phoenix_recsys.train.peers import PEERS
+
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peers {unknown}; known: {list(PEERS)}")
     protocol = protocol if protocol is not None else split_by_time(ds, 0.1, 0.1)
     cfg = bundle.config
     if cfg.actions.names != ds.actions.names:
@@ -180,6 +206,7 @@ def evaluate_bundle(
             ex = ex.take(np.arange(max_examples))
         if len(ex) == 0:
             raise ValueError(f"the {split} split of {ds.name!r} has no impressions to rank")
+        ex = apply_input_mode(ex, bundle.train_config("ranker").get("input_mode", "full"))
         probs = predict_ranker(bundle.ranker, ex)
         data.ranking = ex
         data.ranker_scores["model"] = probs
@@ -209,10 +236,13 @@ def evaluate_bundle(
             rex = rex.take(np.arange(max_examples))
         if len(rex) == 0:
             raise ValueError(f"the {split} split of {ds.name!r} has no {'/'.join(positives)} events to retrieve")
+        input_mode = trained.get("input_mode", "full")
         corpus = post_corpus(ds, hc)
         ks = tuple(k for k in RETRIEVAL_KS if k <= len(corpus.post_ids)) or (len(corpus.post_ids),)
-        scorer = embedding_scorer(encode_users(bundle.retrieval, rex.batch), encode_corpus(bundle.retrieval, corpus))
-        report["model"]["retrieval"] = retrieval_eval(scorer, corpus.post_ids, rex, ks)
+        mex, mcorpus = apply_input_mode(rex, input_mode), apply_input_mode_corpus(corpus, input_mode)
+        scorer = embedding_scorer(encode_users(bundle.retrieval, mex.batch), encode_corpus(bundle.retrieval, mcorpus))
+        report["model"]["retrieval"] = retrieval_eval(scorer, corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                                                      progress=_bar("model", progress))
         train = codes == TRAIN
         pos_mask = np.zeros(ds.num_events, bool)
         for a in positives:
@@ -223,14 +253,43 @@ def evaluate_bundle(
         idx = order[np.searchsorted(corpus.post_ids[order], counts_ids)]
         np.add.at(pop, idx, 1.0)
         report["baselines"]["popularity"]["retrieval"] = retrieval_eval(
-            lambda s, e: np.broadcast_to(pop, (e - s, len(pop))), corpus.post_ids, rex, ks)
+            lambda s, e: np.broadcast_to(pop, (e - s, len(pop))), corpus.post_ids, rex, ks, seen_rule=seen_rule,
+            progress=_bar("popularity", progress))
+        if peers:
+            from phoenix_recsys.train.peers import fit_peer, peer_sequences
+
+            seqs = peer_sequences(ds, codes, positives, corpus.post_ids, ties=ties,
+                                  engagement_actions=trained.get("engagement_actions"))
+            validate = None
+            if any(p.startswith("sasrec") for p in peers):
+                vex = build_retrieval_examples(ds, hc, history_len=cfg.history_seq_len, split="val", protocol=protocol,
+                                               positive_actions=positives, history_ties=ties,
+                                               engagement_actions=trained.get("engagement_actions"))
+                vex = vex.take(np.arange(min(len(vex), peer_val_examples)))
+
+                def validate(peer: Any) -> float:
+                    return retrieval_eval(peer.scorer(vex, corpus.post_ids), corpus.post_ids, vex, (10,),
+                                          seen_rule=seen_rule)["ndcg@10"]
+
+            for name in (p for p in peers if p != "popularity"):  # popularity is always scored above
+                peer = fit_peer(name, seqs, seed=peer_seed, config=(peer_config or {}).get(name),
+                                validate=validate if name.startswith("sasrec") and len(vex) else None)
+                report["baselines"].setdefault(name, {})["retrieval"] = retrieval_eval(
+                    peer.scorer(rex, corpus.post_ids), corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                    progress=_bar(name, progress))
+                report["baselines"][name]["fit"] = peer.describe()
         if world is not None:
             report["oracle"]["retrieval"] = retrieval_eval(_oracle_scorer(world, rex, corpus.post_ids),
-                                                           corpus.post_ids, rex, ks)
+                                                           corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                                                           progress=_bar("oracle", progress))
+        seen_text = ("already-engaged posts excluded" if seen_rule == "all"
+                     else f"the posts of the {cfg.history_seq_len}-item input window excluded")
+        report["protocol"]["seen_rule"] = seen_rule
+        report["protocol"]["input_mode"] = input_mode
         report["protocol"]["retrieval"] = (
             f"{len(rex)} queries ({'/'.join(positives)} events), full corpus of {len(corpus.post_ids)} posts, "
-            "already-engaged posts excluded, ties broken uniformly at random (in expectation); history = last "
-            f"{cfg.history_seq_len} engagements {describe_ties(ties, 'each target')}"
+            f"{seen_text} (seen rule {seen_rule!r}), ties broken uniformly at random (in expectation); history = "
+            f"last {cfg.history_seq_len} engagements {describe_ties(ties, 'each target')}; model inputs: {input_mode}"
         )
     for k in [k for k, v in report["baselines"].items() if not v]:
         del report["baselines"][k]

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from phoenix_recsys.data._progress import progress_bar
 from phoenix_recsys.data.batch import RecsysBatch
 from phoenix_recsys.data.examples import PostCorpus, RankingExamples, RetrievalExamples
 from phoenix_recsys.model.ranker import PhoenixModel, probabilities_from_logits
@@ -76,6 +77,7 @@ def encode_users(model: PhoenixRetrievalModel, batch: RecsysBatch, batch_size: i
 
 
 ScoreFn = Callable[[int, int], np.ndarray]
+SEEN_RULES = ("all", "window")
 
 
 def embedding_scorer(user_emb: np.ndarray, corpus_emb: np.ndarray) -> ScoreFn:
@@ -90,6 +92,8 @@ def retrieval_eval(
     ks: tuple[int, ...] = (10, 50, 100, 1000),
     exclude_seen: bool = True,
     chunk: int = 512,
+    seen_rule: str = "all",
+    progress: str | None = None,
 ) -> dict[str, float]:
     """Full-corpus retrieval metrics for one target per example.
 
@@ -103,7 +107,10 @@ def retrieval_eval(
       ex: the examples (targets and seen posts).
       ks: cut-offs.
       exclude_seen: drop already-engaged posts from the ranking.
+      seen_rule: which posts count as seen: "all" (every engagement strictly before the target) or
+        "window" (only the posts of the example's input window of S items, as HSTU's evaluation code).
       chunk: examples scored at a time (memory is chunk x P floats).
+      progress: label of a progress bar on stderr (one step per chunk); None: no bar.
     """
     order = np.argsort(corpus_ids, kind="stable")
     sorted_ids = corpus_ids[order]
@@ -111,23 +118,29 @@ def retrieval_eval(
     if np.any(sorted_ids[tpos] != ex.target_post_ids):
         raise ValueError("a retrieval target is not in the corpus (posts.parquet)")
     target_idx = order[tpos]
+    if seen_rule not in SEEN_RULES:
+        raise ValueError(f"seen_rule must be one of {list(SEEN_RULES)}, got {seen_rule!r}")
     if exclude_seen:
-        ex_rows, seen_posts = ex.seen_pairs(keep_target=True)
+        pairs = ex.seen_pairs if seen_rule == "all" else ex.window_pairs
+        ex_rows, seen_posts = pairs(keep_target=True)
     else:
         ex_rows, seen_posts = np.zeros(0, np.int64), np.zeros(0, np.int64)
     sp = np.minimum(np.searchsorted(sorted_ids, seen_posts), len(sorted_ids) - 1)
     known = sorted_ids[sp] == seen_posts
     ex_rows, seen_idx = ex_rows[known], order[sp[known]]
     greater, ties = [], []
-    for start in range(0, len(ex), chunk):
-        stop = min(start + chunk, len(ex))
-        scores = np.asarray(score_fn(start, stop), np.float32)
-        excl = np.zeros(scores.shape, bool)
-        sel = (ex_rows >= start) & (ex_rows < stop)
-        excl[ex_rows[sel] - start, seen_idx[sel]] = True
-        g, t = target_positions(scores, target_idx[start:stop], excl)
-        greater.append(g)
-        ties.append(t)
+    # Scoring every query against the whole corpus is the long part of an evaluation: show it.
+    with progress_bar(progress or "", -(-len(ex) // chunk), enabled=progress is not None) as advance:
+        for start in range(0, len(ex), chunk):
+            stop = min(start + chunk, len(ex))
+            scores = np.asarray(score_fn(start, stop), np.float32)
+            excl = np.zeros(scores.shape, bool)
+            sel = (ex_rows >= start) & (ex_rows < stop)
+            excl[ex_rows[sel] - start, seen_idx[sel]] = True
+            g, t = target_positions(scores, target_idx[start:stop], excl)
+            greater.append(g)
+            ties.append(t)
+            advance()
     if not greater:
         return {"queries": 0}
     return retrieval_metrics(np.concatenate(greater), np.concatenate(ties), ks, corpus_size=len(corpus_ids))

@@ -108,6 +108,9 @@ class TrainConfig:
       targets_per_step: with "every_position", score only this many (history position, target) pairs
         per step, drawn from the batch's valid ones (padded when fewer): padding positions then cost
         nothing in the softmax, which dominates the step. None: every position of the batch.
+      input_mode: "full" (every feature) or "pure_id" (item ids and order only: one shared user token,
+        no author/genre, no action flags), for like-for-like rows beside SASRec / HSTU; see
+        `train.inputs`. Evaluation reads it from the bundle.
     """
 
     steps: int | None = 1000
@@ -135,6 +138,7 @@ class TrainConfig:
     engagement_actions: tuple[str, ...] | None = None
     token_dropout: float = 0.0
     selection_metric: str | None = None
+    input_mode: str = "full"
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
@@ -156,7 +160,7 @@ class TrainConfig:
         if not 0.0 <= self.token_dropout < 1.0:
             raise ValueError(f"TrainConfig.token_dropout must be in [0, 1), got {self.token_dropout!r}")
         for f, choices in (("retrieval_objective", RETRIEVAL_OBJECTIVES), ("negatives", NEGATIVES),
-                           ("history_ties", HISTORY_TIES)):
+                           ("history_ties", HISTORY_TIES), ("input_mode", ("full", "pure_id"))):
             if getattr(self, f) not in choices:
                 raise ValueError(f"TrainConfig.{f} must be one of {list(choices)}, got {getattr(self, f)!r}")
         for f in ("sequence_stride", "targets_per_step"):

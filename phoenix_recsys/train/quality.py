@@ -43,6 +43,23 @@ class QualityJob:
     # Tiny test splits (KuaiRand's 15 test clicks) make one run's AUROC swing by +-0.07 with the seed:
     # such jobs train once per seed and report the mean and spread.
     seeds: tuple[int, ...] = (0,)
+    # Retrieval evaluation: which earlier items are excluded ("all" / "window"), and the peers trained
+    # on the same split and scored beside popularity (names of `train.peers.PEERS`, with config overrides).
+    seen_rule: str = "all"
+    peers: tuple[str, ...] = ()
+    peer_config: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from phoenix_recsys.train.inference import SEEN_RULES
+        from phoenix_recsys.train.peers import PEERS
+
+        if self.seen_rule not in SEEN_RULES:
+            raise ValueError(f"QualityJob {self.name!r}: seen_rule must be one of {list(SEEN_RULES)}")
+        bad = [p for p in (*self.peers, *self.peer_config) if p not in PEERS]
+        if bad:
+            raise ValueError(f"QualityJob {self.name!r}: unknown peers {bad}; known: {list(PEERS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"QualityJob {self.name!r}: seeds must be distinct and at least one")
 
 
 def _synth(users: int, posts: int, impressions: float, seed: int = 0) -> Callable[[Path], Dataset]:
@@ -73,6 +90,18 @@ def _kuairand_file() -> str:
     return f"kuairand-1k/{files[0]}" if files else "kuairand-1k/missing.csv"
 
 
+# The sequential-recommendation recipe: causal user tower, every position predicting the next rating,
+# full softmax over the 3,615 movies, embedding dropout, S = 200 as SASRec / HSTU use; selected on
+# validation NDCG@10.
+ML1M_CONFIG: dict[str, Any] = {
+    "train": {"eval_every": 250, "batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 100, "patience": 100,
+              "eval_max_examples": 3000, "selection_metric": "ndcg@10"},
+    "retrieval": {"positive_actions": ["click"], "retrieval_objective": "every_position", "negatives": "corpus",
+                  "history_ties": "sequence", "targets_per_step": 4096, "token_dropout": 0.2},
+    "model": {"history_seq_len": 200, "history_attention": "causal", "user_pooling": "last"},
+}
+
+
 def jobs() -> dict[str, QualityJob]:
     """The benchmarks `phoenix-recsys bench` knows."""
     return {
@@ -90,15 +119,15 @@ def jobs() -> dict[str, QualityJob]:
             "ml1m", "MovieLens-1M, first 2,998 users; every rating an interaction; each user's ratings one sequence in "
             "(time, file) order; leave-one-out; full-corpus ranking excluding seen items",
             _imported("movielens", "ml-1m-part/ratings.dat.gz"), ("retrieval",),
-            # The sequential-recommendation recipe: causal user tower, every position predicting the next
-            # rating, full softmax over the 3,615 movies, embedding dropout, S = 200 as SASRec / HSTU use.
-            {"train": {"eval_every": 250, "batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 100,
-                       "patience": 100, "eval_max_examples": 3000},
-             "retrieval": {"positive_actions": ["click"], "retrieval_objective": "every_position",
-                           "negatives": "corpus", "history_ties": "sequence", "targets_per_step": 4096,
-                           "token_dropout": 0.2},
-             "model": {"history_seq_len": 200, "history_attention": "causal", "user_pooling": "last"}},
-            2500, protocol="loo"),
+            ML1M_CONFIG, 2500, protocol="loo"),
+        # Like for like with SASRec / HSTU: item ids only, only the input window excluded, 3 seeds, our
+        # SASRec (both losses) on the same users, split and seeds, every model selected on validation NDCG@10.
+        "ml1m-pure": QualityJob(
+            "ml1m-pure", "MovieLens-1M, first 2,998 users; pure-id inputs (no user id, genre or rating flag); "
+            "leave-one-out; full-corpus ranking excluding only the 200-item input window (HSTU's rule); 3 seeds",
+            _imported("movielens", "ml-1m-part/ratings.dat.gz"), ("retrieval",),
+            {**ML1M_CONFIG, "retrieval": {**ML1M_CONFIG["retrieval"], "input_mode": "pure_id"}},
+            2500, protocol="loo", seeds=(0, 1, 2), seen_rule="window", peers=("sasrec", "sasrec_ce")),
         "kuairand": QualityJob(
             "kuairand", "KuaiRand-1K random-exposure slice (27 users); global 80/10/10 time split; history = "
             "every watched impression (play_time > 0), clicked or not", _imported("kuairand", _kuairand_file()),
@@ -123,36 +152,54 @@ def jobs() -> dict[str, QualityJob]:
 def run_job(job: QualityJob, work_dir: str | os.PathLike[str], *, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run one benchmark end to end (once per seed in `job.seeds`); returns the summary (also written to
     `work_dir/summary.json`). With several seeds, `report` is the first seed's, `seed_reports` all of
-    them, and `summary` their mean (`model`) with `model_sd` and `model_per_seed`."""
+    them, and `summary` their mean (`model`) with `model_sd` and `model_per_seed`.
+
+    Each seed's model is selected on validation only (its `selection_metric`); the test split is read
+    once, after training, by `evaluate_bundle`. `seed_runs` keeps, per seed, the validation curve, the
+    best step and metric, and the peers' fit records (SASRec's own validation curve and best step)."""
     work = Path(work_dir)
     data_dir = work / "data"
     t0 = time.perf_counter()
     ds = job.make_data(data_dir)
-    reports, t_train = [], 0.0
+    reports, runs, t_train = [], [], 0.0
     for seed in job.seeds:
         bundle_dir = work / ("bundle" if len(job.seeds) == 1 else f"bundle-seed{seed}")
         train_cfg = {**job.config.get("train", {}), "seed": seed} if len(job.seeds) > 1 else job.config.get("train", {})
         cfg = JobConfig(job.config.get("model", {}), train_cfg, job.config.get("ranker", {}),
                         job.config.get("retrieval", {}))
         t1 = time.perf_counter()
-        train_job(data_dir, bundle_dir, list(job.kinds), config=cfg, steps=steps or job.steps, protocol=job.protocol,
-                  progress=progress)
+        results = train_job(data_dir, bundle_dir, list(job.kinds), config=cfg, steps=steps or job.steps,
+                            protocol=job.protocol, progress=progress)
         t_train += time.perf_counter() - t1
         bundle = load_bundle(bundle_dir)
         report, raw = evaluate_bundle(bundle, ds, split="test", protocol=make_protocol(ds, job.protocol),
-                                      max_examples=job.max_eval_examples)
+                                      max_examples=job.max_eval_examples, seen_rule=job.seen_rule, peers=job.peers,
+                                      peer_seed=seed, peer_config=job.peer_config)
         write_report(report, raw, bundle_dir)
         reports.append(report)
+        runs.append({"seed": seed, "models": {kind: seed_run(r) for kind, r in results.items()},
+                     "peers": {n: sec["fit"] for n, sec in report.get("baselines", {}).items() if "fit" in sec},
+                     "test": summarize(report)})
     summary = {"job": job.name, "description": job.description, "steps": steps or job.steps,
                "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
                "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(t_train, 1),
-               "protocol": reports[0]["protocol"], "report": reports[0]}
+               "protocol": reports[0]["protocol"], "seen_rule": job.seen_rule, "peers": list(job.peers),
+               "selection": "each seed's checkpoint of best validation metric (see seed_runs); test read once at the end",
+               "report": reports[0], "seed_runs": runs}
     if len(job.seeds) > 1:
         summary["seeds"] = list(job.seeds)
         summary["seed_reports"] = reports
     summary["summary"] = summarize_result(summary)
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def seed_run(result: Any) -> dict[str, Any]:
+    """One training run's selection record: metric, best step and value, and the validation curve."""
+    curve = [{"step": h["step"], "loss": h.get("loss"), **h.get("val", {})} for h in result.history]
+    return {"selection_metric": result.metric_name, "best_step": result.best_step,
+            "best_val": result.best_metric, "steps": result.steps, "stopped_early": result.stopped_early,
+            "val_curve": curve}
 
 
 def summarize_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -165,12 +212,16 @@ def summarize_result(result: dict[str, Any]) -> dict[str, Any]:
     each = [summarize(r) for r in reports]
     for section, rows in first.items():
         for key, row in rows.items():
-            vals = [e[section][key]["model"] for e in each]
-            if any(v is None for v in vals):
-                continue
-            row["model"] = float(np.mean(vals))
-            row["model_sd"] = float(np.std(vals))
-            row["model_per_seed"] = [round(float(v), 4) for v in vals]
+            for col in [c for c in row if c not in ("positives", "ratio_to_oracle")]:
+                vals = [e[section][key].get(col) for e in each]
+                if any(not isinstance(v, int | float) for v in vals):
+                    continue
+                # Peers trained per seed vary too; fixed baselines (popularity) do not and stay as they are.
+                if col != "model" and len(set(vals)) == 1:
+                    continue
+                row[col] = float(np.mean(vals))
+                row[f"{col}_sd"] = float(np.std(vals))
+                row[f"{col}_per_seed"] = [round(float(v), 4) for v in vals]
             if "ratio_to_oracle" in row and row.get("oracle", 0) > 0.5:
                 row["ratio_to_oracle"] = (row["model"] - 0.5) / (row["oracle"] - 0.5)
     return first

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from phoenix_recsys.actions import ActionVocabulary
+from phoenix_recsys.actions import ActionKind, ActionVocabulary
 from phoenix_recsys.data.examples import (
     build_ranking_examples,
     build_retrieval_examples,
@@ -21,6 +21,7 @@ from phoenix_recsys.data.schema import Dataset, load_dataset
 from phoenix_recsys.hashing import HashConfig
 from phoenix_recsys.model.config import PhoenixModelConfig, TransformerConfig
 from phoenix_recsys.train.bundle import save_model
+from phoenix_recsys.train.inputs import apply_input_mode, apply_input_mode_corpus
 from phoenix_recsys.train.loop import (
     TrainConfig,
     TrainResult,
@@ -103,6 +104,59 @@ class JobConfig:
         return TrainConfig.from_json(fields)
 
 
+RECIPES = ("auto", "default", "sequential")
+# Corpora up to this size get the exact full-corpus softmax in the sequential recipe; larger ones the
+# log-Q corrected in-batch softmax (the full softmax's cost grows with the corpus every step).
+SEQUENTIAL_CORPUS_SOFTMAX_MAX = 50_000
+
+
+def sequential_recipe(ds: Dataset) -> dict[str, dict[str, Any]]:
+    """The sequential (next-item) recipe `bench ml1m` trains with, as `--config` sections.
+
+    Causal user tower pooled at the newest position, every position predicting the interaction that
+    follows it, every interaction a positive, each user's log one sequence in (time, file) order,
+    S = 200 as SASRec / HSTU use, embedding dropout 0.2, a full softmax over the corpus when it has at
+    most `SEQUENTIAL_CORPUS_SOFTMAX_MAX` posts, and the checkpoint of best validation NDCG@10.
+    """
+    corpus = len(ds.column("post_id", "posts"))
+    return {
+        "model": {"history_seq_len": 200, "history_attention": "causal", "user_pooling": "last"},
+        "train": {"eval_every": 250, "batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 100, "patience": 100,
+                  "eval_max_examples": 3000, "selection_metric": "ndcg@10"},
+        "retrieval": {"positive_actions": [a.name for a in ds.actions if a.kind is ActionKind.BINARY],
+                      "retrieval_objective": "every_position", "history_ties": "sequence", "token_dropout": 0.2,
+                      "negatives": "corpus" if corpus <= SEQUENTIAL_CORPUS_SOFTMAX_MAX else "in_batch",
+                      "targets_per_step": 4096},
+    }
+
+
+def is_interaction_log(ds: Dataset) -> bool:
+    """True for a ratings / interaction log: every event is an engagement (no shown-but-ignored
+    impressions), so there are no negatives to rank and the signal is the order of interactions."""
+    return ds.num_events > 0 and bool(ds.engaged().all())
+
+
+def resolve_recipe(ds: Dataset, recipe: str) -> tuple[str, str]:
+    """(`"default"` or `"sequential"`, why) for `recipe` (`auto` decides from the data)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {list(RECIPES)}, got {recipe!r}")
+    if recipe != "auto":
+        return recipe, "as requested (--recipe)"
+    if is_interaction_log(ds):
+        return "sequential", (f"chosen automatically: every event of {ds.name!r} is an interaction "
+                              "(a ratings / interaction log)")
+    return "default", f"chosen automatically: {ds.name!r} logs impressions without actions (an impression log)"
+
+
+def apply_recipe(config: JobConfig, recipe: str, ds: Dataset) -> JobConfig:
+    """`config` over the recipe's settings (the config file wins field by field)."""
+    if recipe == "default":
+        return config
+    base = sequential_recipe(ds)
+    return JobConfig({**base["model"], **config.model}, {**base["train"], **config.train}, dict(config.ranker),
+                     {**base["retrieval"], **config.retrieval})
+
+
 def default_positive_actions(actions: ActionVocabulary) -> tuple[str, ...]:
     """Retrieval positives when none are configured: favorite, else like, else click, else the first action."""
     for name in ("favorite", "like", "click"):
@@ -132,8 +186,12 @@ def train_job(
     protocol: str = "time",
     progress: bool = True,
     mesh: MeshPlan | None = None,
+    recipe: str = "default",
 ) -> dict[str, TrainResult]:
     """Train the requested models on a dataset directory and write them into the bundle `out_dir`.
+
+    `recipe`: "default" (the settings of `config` alone), "sequential" (`sequential_recipe` under
+    `config`) or "auto" (sequential on a ratings / interaction log, see `resolve_recipe`).
 
     With `mesh`, training runs on that device mesh; across processes each process keeps only its
     users' training examples (`shard_examples`), and process 0 writes the bundle (single-device
@@ -141,11 +199,14 @@ def train_job(
     """
     config = config or JobConfig({}, {}, {}, {})
     ds = load_dataset(data_dir)
+    recipe, _ = resolve_recipe(ds, recipe)
+    config = apply_recipe(config, recipe, ds)
     model_cfg = config.model_config(ds.actions)
     proto = make_protocol(ds, protocol)
     hc = model_cfg.hash_config
     dataset_info = {"name": ds.name, "content_hash": ds.manifest.get("content_sha256"), "path": str(Path(data_dir)),
-                    "protocol": proto.describe()}
+                    "protocol": proto.describe(), "split_protocol": protocol,  # the name: `evaluate`'s default
+                    "recipe": recipe}
     results: dict[str, TrainResult] = {}
     out = Path(out_dir)
     # Check every model's settings before training any, so a bad retrieval setting does not surface
@@ -159,6 +220,7 @@ def train_job(
                                              max_candidates=model_cfg.candidate_seq_len, split=split, protocol=proto,
                                              engagement_actions=tcfg.engagement_actions, progress=progress)
                       for split in ("train", "val"))
+            tr, va = apply_input_mode(tr, tcfg.input_mode), apply_input_mode(va, tcfg.input_mode)
             tr = tr if mesh is None else shard_examples(tr, mesh.process_index, mesh.process_count)
             model, res = train_ranker(model_cfg, tcfg, tr, va, run_dir, resume=resume, progress=progress, mesh=mesh)
         else:
@@ -170,8 +232,10 @@ def train_job(
                                                window_stride=tcfg.window_stride(model_cfg.history_seq_len)
                                                if every and split == "train" else None)
                       for split in ("train", "val"))
+            tr, va = apply_input_mode(tr, tcfg.input_mode), apply_input_mode(va, tcfg.input_mode)
             tr = tr if mesh is None else shard_examples(tr, mesh.process_index, mesh.process_count)
-            model, res = train_retrieval(model_cfg, tcfg, tr, va, post_corpus(ds, hc), run_dir, resume=resume,
+            corpus = apply_input_mode_corpus(post_corpus(ds, hc), tcfg.input_mode)
+            model, res = train_retrieval(model_cfg, tcfg, tr, va, corpus, run_dir, resume=resume,
                                          progress=progress, mesh=mesh)
         results[kind] = res
         if mesh is not None and not mesh.is_primary:

@@ -191,3 +191,16 @@ def test_make_fingerprint_is_stable_and_split_sensitive():
     assert make_fingerprint(np.arange(3, dtype=np.int64)) != make_fingerprint(np.arange(3, dtype=np.int32))
     with pytest.raises(ValueError, match="parts"):
         make_fingerprint(3)  # type: ignore[arg-type]
+
+
+def test_remove_hides_posts_and_compact_drops_them() -> None:
+    rng = np.random.default_rng(7)
+    emb = unit(rng, 50)
+    idx = CorpusIndex.build(np.arange(50), emb)
+    assert idx.remove([3, 4, 999]) == 2  # an id not indexed is ignored
+    assert 3 not in idx and 5 in idx and len(idx) == 48 and idx.num_tombstones == 2
+    res = idx.search(emb[3:5], k=50)
+    assert not np.isin(res.ids, [3, 4]).any()
+    assert (res.ids >= 0).sum(axis=1).tolist() == [48, 48]
+    fresh = idx.compact()
+    assert fresh.num_tombstones == 0 and fresh.post_ids().tolist() == [i for i in range(50) if i not in (3, 4)]

@@ -141,6 +141,7 @@ def test_cli_train_all_writes_a_loadable_bundle(world, job_config, ranker_run, s
     assert b.ranker is not None and b.retrieval is not None
     assert b.config == ranker_run.model.config
     assert b.dataset_hash == world.manifest["content_sha256"]
+    assert b.meta["dataset"]["split_protocol"] == "time"  # what `evaluate` defaults to for this bundle
     for kind in ("ranker", "retrieval"):
         info = b.meta["models"][kind]
         assert info["result"]["steps"] == 120 and info["train_config"]["steps"] == 120
@@ -161,7 +162,6 @@ def test_cli_train_all_writes_a_loadable_bundle(world, job_config, ranker_run, s
         ('{"retrieval": {"retrieval_objective": "every_position"}}', [], 'needs model.history_attention "causal"'),
         ('{"train": {"engagement_actions": ["like"]}}', [], "engagement action 'like' is not in dataset"),
         (None, ["--epochs", "1"], "give --steps or --epochs, not both"),
-        (None, ["--protocol", "random"], "protocol must be 'time' or 'loo'"),
     ],
 )
 def test_cli_train_bad_input_exits_1_without_traceback(world, tmp_path, config, extra, message):

@@ -37,6 +37,7 @@ from phoenix_recsys.serve.api.routes import (
 )
 from phoenix_recsys.serve.api.schemas import INT64_MAX
 from phoenix_recsys.serve.api.strict import validation_error_handler
+from phoenix_recsys.serve.explorer import mount_explorer
 from phoenix_recsys.serve.pipeline import FeedService, InvalidRequest, Unsupported
 from phoenix_recsys.serve.settings import ServeSettings
 
@@ -64,7 +65,7 @@ def create_app(service: FeedService, settings: ServeSettings | None = None) -> F
       settings: default `service.settings`.
 
     Returns:
-      The app; OpenAPI at `/openapi.json`, interactive docs at `/docs`.
+      The app; OpenAPI at `/openapi.json`, interactive docs at `/docs`, the feed explorer at `/ui`.
     """
     settings = service.settings if settings is None else settings
     app = FastAPI(
@@ -85,4 +86,5 @@ def create_app(service: FeedService, settings: ServeSettings | None = None) -> F
     app.add_middleware(_ObserveMiddleware, metrics=app.state.metrics)
     for router in (feed_router, rank_router, retrieve_router, events_router, posts_router, users_router, ops_router):
         app.include_router(router)
+    mount_explorer(app)  # the feed explorer page at /ui
     return app

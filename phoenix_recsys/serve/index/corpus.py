@@ -1,4 +1,4 @@
-"""`CorpusIndex`: FAISS inner-product search over L2-normalised post embeddings (SPEC 6).
+"""`CorpusIndex` (`serve.index.corpus`): FAISS inner-product search over L2-normalised post embeddings (SPEC 6).
 
 Axes: P posts, D embedding width, B queries, k results per query.
 
@@ -269,6 +269,25 @@ class CorpusIndex:
             self._live_sorted = None
         return int(old.size)
 
+    def remove(self, post_ids: Any) -> int:
+        """Tombstone posts (deleted or taken down); ids not in the index are ignored.
+
+        Args:
+          post_ids: `[n]` int ids.
+
+        Returns:
+          How many live entries were removed.
+        """
+        ids = np.asarray(post_ids, dtype=np.int64).ravel()
+        if ids.size == 0:
+            return 0
+        with self._lock:
+            hit = np.flatnonzero(self._alive & np.isin(self._ids, ids))
+            self._alive[hit] = False
+            if hit.size:
+                self._live_sorted = None
+        return int(hit.size)
+
     def compact(self) -> CorpusIndex:
         """A fresh index of the live posts only (drops tombstones, re-picks flat vs HNSW by size).
 
@@ -410,6 +429,21 @@ class CorpusIndex:
             raise ValueError("fingerprint must be a non-empty string")
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        blobs, meta = self.to_blobs(fingerprint)
+        # Remove the old meta first: from here until the new one lands the directory is invalid,
+        # never a mix of old meta and new data.
+        (d / _META_FILE).unlink(missing_ok=True)
+        for name, data in blobs.items():
+            _write_atomic(d / name, data)
+        _write_atomic(d / _META_FILE, json.dumps(meta, indent=2).encode())
+        return d
+
+    def to_blobs(self, fingerprint: str) -> tuple[dict[str, bytes], dict[str, Any]]:
+        """The files `save` writes, as `({file name: bytes}, meta)`; only this step holds the lock.
+
+        Snapshots (`serve.index.snapshot`) call it so that the disk writes happen without the
+        index lock, and searches are blocked only for the in-memory serialisation.
+        """
         with self._lock:
             blobs = {
                 _INDEX_FILE: faiss.serialize_index(self._index).tobytes(),
@@ -426,13 +460,7 @@ class CorpusIndex:
             "config": dataclasses.asdict(self._config),
             "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()},
         }
-        # Remove the old meta first: from here until the new one lands the directory is invalid,
-        # never a mix of old meta and new data.
-        (d / _META_FILE).unlink(missing_ok=True)
-        for name, data in blobs.items():
-            _write_atomic(d / name, data)
-        _write_atomic(d / _META_FILE, json.dumps(meta, indent=2).encode())
-        return d
+        return blobs, meta
 
     @classmethod
     def load(
