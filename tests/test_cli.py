@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from phoenix_recsys.cli.main import app
 from phoenix_recsys.cli.train import bundle_protocol
 from phoenix_recsys.data.synth import SynthConfig, synthesize
-from phoenix_recsys.model import PhoenixModel, PhoenixModelConfig
+from phoenix_recsys.model import PhoenixModel, PhoenixModelConfig, PhoenixRetrievalModel
 from phoenix_recsys.train.bundle import save_model
 
 runner = CliRunner()
@@ -97,13 +97,14 @@ def worlds(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loo_bundle(tmp_path_factory, worlds):
-    """An untrained tiny ranker recorded as trained on world 0 with leave-one-out."""
+    """An untrained tiny ranker and retriever recorded as trained on world 0 with leave-one-out."""
     world = worlds[0]
     d = tmp_path_factory.mktemp("bundle")
     cfg = PhoenixModelConfig.tiny(actions=world.actions)
     meta = {"name": world.name, "content_hash": world.manifest["content_sha256"], "split_protocol": "loo",
             "protocol": "leave-one-out"}
     save_model(d, "ranker", PhoenixModel(cfg, rngs=nnx.Rngs(0)), dataset=meta)
+    save_model(d, "retrieval", PhoenixRetrievalModel(cfg, rngs=nnx.Rngs(1)), dataset=meta)
     return d
 
 
@@ -129,3 +130,13 @@ def test_evaluate_refuses_another_dataset_unless_told(loo_bundle, worlds):
     assert "Traceback" not in r.output
     r = _evaluate(loo_bundle, worlds[1], "--ignore-dataset-mismatch")
     assert r.exit_code == 0, r.output
+
+
+def test_evaluate_progress_goes_to_stderr_and_json_stays_clean(loo_bundle, worlds):
+    args = ["evaluate", str(loo_bundle), "--data", str(worlds[0].path), "--max-examples", "20", "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "retrieval" in json.loads(r.stdout)["model"]  # stdout is only the JSON
+    assert "retrieval: model over the corpus" in r.stderr and "retrieval: popularity over the corpus" in r.stderr
+    r = runner.invoke(app, [*args, "--quiet"])
+    assert r.exit_code == 0 and "over the corpus" not in r.stderr

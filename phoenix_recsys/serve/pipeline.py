@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,8 @@ from phoenix_recsys.serve.filters import (
     apply_filters,
 )
 from phoenix_recsys.serve.index import CorpusIndex, IndexConfig, make_fingerprint
+from phoenix_recsys.serve.index.follower import FollowConfig, IndexFollower
+from phoenix_recsys.serve.index.snapshot import load_newest
 from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings, candidate_buckets, padded_size
 from phoenix_recsys.serve.seed import seed_store
 from phoenix_recsys.serve.settings import Clock, ServeSettings
@@ -113,6 +116,26 @@ def index_fingerprint(bundle_fingerprint: str, post_ids: np.ndarray, author_ids:
     return make_fingerprint("phoenix-corpus-index", bundle_fingerprint, post_ids.astype(np.int64), author_ids.astype(np.int64))
 
 
+def snapshot_base_fingerprint(bundle_fingerprint: str, store: Store) -> str:
+    """What an index snapshot depends on besides its seq: the bundle and which store it follows."""
+    where = str(store.path.resolve()) if store.path is not None else store.location
+    return make_fingerprint("phoenix-corpus-index-v2", bundle_fingerprint, store.backend, where)
+
+
+def default_server_id(settings: ServeSettings) -> str:
+    """`<hostname>-<port>`: stable across restarts (so a server prunes its own old snapshots)."""
+    return f"{socket.gethostname()}-{settings.port}"
+
+
+def settings_follow_config(settings: ServeSettings) -> FollowConfig:
+    """The follower's configuration from the service settings."""
+    return FollowConfig(
+        poll_interval_s=settings.follow_poll_interval_s,
+        snapshot_interval_s=settings.index_snapshot_interval_s,
+        snapshot_every_posts=settings.index_snapshot_every_posts,
+    )
+
+
 class FeedService:
     """The feed behind the API and the `feed` command: bundle models, store, corpus index.
 
@@ -128,12 +151,14 @@ class FeedService:
         settings: ServeSettings,
         index: CorpusIndex | None,
         index_info: IndexInfo | None,
+        follower: IndexFollower | None = None,
     ) -> None:
         """Use `open`."""
         self.runtime = runtime
         self.store = store
         self.settings = settings
-        self.index = index
+        self._index = index
+        self.follower = follower
         self.index_info = index_info
         self.vocab = runtime.vocab
         self.scoring = feed_scoring_config(runtime.vocab, settings.scoring)
@@ -144,8 +169,12 @@ class FeedService:
         self._latest = store.latest_timestamp()
         self._clock_lock = threading.Lock()
         self._post_lock = threading.Lock()
-        self._index_dirty = False
         self.warmup_s: float | None = None
+
+    @property
+    def index(self) -> CorpusIndex | None:
+        """The corpus index (the follower's current one: a background rebuild may replace it)."""
+        return self.follower.index if self.follower is not None else self._index
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -182,11 +211,17 @@ class FeedService:
         try:
             if data_dir is not None:
                 seed_store(store, data_dir, runtime.vocab)
-            index, info = cls._prepare_index(runtime, store, settings)
-            service = cls(runtime=runtime, store=store, settings=settings, index=index, index_info=info)
+            follower, info = cls._prepare_index(runtime, store, settings)
+            service = cls(
+                runtime=runtime, store=store, settings=settings, index=None, index_info=info, follower=follower
+            )
             if settings.warmup:
                 service.warmup_s = runtime.warmup(service.max_feed_candidates())
+            if follower is not None and settings.index_follow:
+                follower.start()
         except BaseException:
+            if "follower" in locals() and follower is not None:
+                follower.stop(snapshot=False)
             store.close()
             raise
         return service
@@ -198,38 +233,54 @@ class FeedService:
     @classmethod
     def _prepare_index(
         cls, runtime: ModelRuntime, store: Store, settings: ServeSettings
-    ) -> tuple[CorpusIndex | None, IndexInfo | None]:
+    ) -> tuple[IndexFollower | None, IndexInfo | None]:
+        """The newest valid snapshot plus the post changes since, or a full build (then snapshotted)."""
         if not runtime.has_retrieval:
             _log.warning("bundle has no retrieval model: no out-of-network source, /v1/retrieve disabled")
             return None, None
-        ids, authors = _store_corpus(store)
-        fp = index_fingerprint(runtime.fingerprint, ids, authors)
         directory = cls._index_dir(runtime, settings)
         config: IndexConfig = settings.index_config()
-        index = CorpusIndex.load(directory, fp, config=config)
-        source = "loaded"
-        if index is None:
-            source = "built"
+        base_fp = snapshot_base_fingerprint(runtime.fingerprint, store)
+        head = store.post_seq()
+        loaded = load_newest(directory, base_fp, max_seq=head, config=config)
+        embedded = 0
+        if loaded is not None:
+            index, snap = loaded
+            seq, snapshot_seq, source = snap.seq, snap.seq, "loaded"
+        else:
+            # Read the seq before the posts: a change racing the scan is then replayed (idempotently).
+            seq, snapshot_seq, source = head, None, "built"
+            ids, authors = _store_corpus(store)
             index = CorpusIndex.build(ids, runtime.post_embeddings(ids, authors), config=config)
-            cls._save_index(index, directory, fp)
-        return index, IndexInfo(source=source, directory=directory, fingerprint=fp, size=len(index))
-
-    @staticmethod
-    def _save_index(index: CorpusIndex, directory: Path, fingerprint: str) -> None:
-        try:
-            index.save(directory, fingerprint)
-        except OSError as e:  # a read-only bundle still serves; it just rebuilds at every start
-            _log.warning("could not save the corpus index to %s: %s", directory, e)
+            embedded = int(ids.shape[0])
+        follower = IndexFollower(
+            store, index, seq, runtime.post_embeddings, config=settings_follow_config(settings),
+            snapshot_root=directory, server_id=settings.server_id or default_server_id(settings),
+            base_fingerprint=base_fp, snapshot_seq=snapshot_seq,
+        )  # fmt: skip
+        caught_up = follower.sync()
+        embedded += follower.posts_embedded
+        if source == "built" or caught_up:
+            # Snapshot now, so a crash soon after start does not redo this work.
+            try:
+                follower.snapshot()
+            except OSError as e:  # a read-only bundle still serves; it just rebuilds at every start
+                _log.warning("could not write an index snapshot to %s: %s", directory, e)
+        _log.info(
+            "corpus index %s: %d posts, snapshot seq %s, %d changes caught up, %d posts embedded",
+            source, len(index), snapshot_seq, caught_up, embedded,
+        )  # fmt: skip
+        info = IndexInfo(
+            source=source, directory=directory, fingerprint=base_fp, size=len(follower.index),
+            snapshot_seq=snapshot_seq, caught_up=caught_up, embedded=embedded,
+        )  # fmt: skip
+        return follower, info
 
     def close(self) -> None:
-        """Persist an index that grew online (if it still matches the store), then close the store."""
+        """Stop following, write a final index snapshot, then close the store."""
         try:
-            if self.index is not None and self._index_dirty and self.index_info is not None:
-                ids, authors = _store_corpus(self.store)
-                if np.array_equal(self.index.post_ids(), ids):
-                    fp = index_fingerprint(self.runtime.fingerprint, ids, authors)
-                    self._save_index(self.index, self.index_info.directory, fp)
-                    self._index_dirty = False
+            if self.follower is not None:
+                self.follower.stop(snapshot=True)
         finally:
             self.store.close()
 
@@ -533,6 +584,7 @@ class FeedService:
             "actions": list(self.vocab.names),
             "index_posts": None if self.index is None else len(self.index),
             "index_kind": None if self.index is None else self.index.kind.value,
+            "index_follow": None if self.follower is None else self.follower.stats(),
             "writes_enabled": self.settings.writes_enabled,
             "clock": self.settings.clock.value,
             "now": self.now(),
@@ -617,9 +669,10 @@ class FeedService:
                     [np.nan if p.video_duration_s is None else p.video_duration_s for p in posts], dtype=np.float64
                 ),
             )
-            if self.index is not None and emb is not None:
-                self.index.add(ids, emb)
-                self._index_dirty = True
+            if self.follower is not None and emb is not None:
+                # Applies this write (and any other server's before it) from the post sequence,
+                # reusing the embeddings computed above.
+                self.follower.sync(known=(ids, authors, emb))
         self._observe_time(int(created.max()))
         return n
 

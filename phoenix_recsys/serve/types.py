@@ -231,3 +231,8 @@ class IndexInfo:
     directory: Path
     fingerprint: str
     size: int
+    #: Post-sequence number of the snapshot loaded (None when built) and changes replayed on top.
+    snapshot_seq: int | None = None
+    caught_up: int = 0
+    #: Posts embedded at start (the whole corpus when built; only the caught-up ones otherwise).
+    embedded: int = 0

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from phoenix_recsys._extras import MissingExtraError
 from phoenix_recsys.actions import ActionKind
 from phoenix_recsys.data.examples import (
     TRAIN,
@@ -49,6 +50,7 @@ from phoenix_recsys.train.inference import (
 )
 from phoenix_recsys.train.inputs import apply_input_mode, apply_input_mode_corpus
 from phoenix_recsys.train.metrics import binary_action_metrics, nan_to_none
+from phoenix_recsys.train.plots import plot_roc_and_calibration
 from phoenix_recsys.train.run import default_positive_actions
 
 SMOOTHING = 20.0  # pseudo-impressions at the global rate for the per-post / per-user baselines
@@ -129,6 +131,11 @@ def _oracle_scorer(world: Any, ex: RetrievalExamples, corpus_ids: np.ndarray):
         return out
 
     return score
+
+
+def _bar(scorer: str, enabled: bool) -> str | None:
+    """The progress-bar label of one full-corpus retrieval pass (None: no bar)."""
+    return f"retrieval: {scorer} over the corpus" if enabled else None
 
 
 def evaluate_bundle(
@@ -234,7 +241,8 @@ def evaluate_bundle(
         ks = tuple(k for k in RETRIEVAL_KS if k <= len(corpus.post_ids)) or (len(corpus.post_ids),)
         mex, mcorpus = apply_input_mode(rex, input_mode), apply_input_mode_corpus(corpus, input_mode)
         scorer = embedding_scorer(encode_users(bundle.retrieval, mex.batch), encode_corpus(bundle.retrieval, mcorpus))
-        report["model"]["retrieval"] = retrieval_eval(scorer, corpus.post_ids, rex, ks, seen_rule=seen_rule)
+        report["model"]["retrieval"] = retrieval_eval(scorer, corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                                                      progress=_bar("model", progress))
         train = codes == TRAIN
         pos_mask = np.zeros(ds.num_events, bool)
         for a in positives:
@@ -245,7 +253,8 @@ def evaluate_bundle(
         idx = order[np.searchsorted(corpus.post_ids[order], counts_ids)]
         np.add.at(pop, idx, 1.0)
         report["baselines"]["popularity"]["retrieval"] = retrieval_eval(
-            lambda s, e: np.broadcast_to(pop, (e - s, len(pop))), corpus.post_ids, rex, ks, seen_rule=seen_rule)
+            lambda s, e: np.broadcast_to(pop, (e - s, len(pop))), corpus.post_ids, rex, ks, seen_rule=seen_rule,
+            progress=_bar("popularity", progress))
         if peers:
             from phoenix_recsys.train.peers import fit_peer, peer_sequences
 
@@ -266,11 +275,13 @@ def evaluate_bundle(
                 peer = fit_peer(name, seqs, seed=peer_seed, config=(peer_config or {}).get(name),
                                 validate=validate if name.startswith("sasrec") and len(vex) else None)
                 report["baselines"].setdefault(name, {})["retrieval"] = retrieval_eval(
-                    peer.scorer(rex, corpus.post_ids), corpus.post_ids, rex, ks, seen_rule=seen_rule)
+                    peer.scorer(rex, corpus.post_ids), corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                    progress=_bar(name, progress))
                 report["baselines"][name]["fit"] = peer.describe()
         if world is not None:
             report["oracle"]["retrieval"] = retrieval_eval(_oracle_scorer(world, rex, corpus.post_ids),
-                                                           corpus.post_ids, rex, ks, seen_rule=seen_rule)
+                                                           corpus.post_ids, rex, ks, seen_rule=seen_rule,
+                                                           progress=_bar("oracle", progress))
         seen_text = ("already-engaged posts excluded" if seen_rule == "all"
                      else f"the posts of the {cfg.history_seq_len}-item input window excluded")
         report["protocol"]["seen_rule"] = seen_rule
@@ -287,8 +298,6 @@ def evaluate_bundle(
 
 def write_report(report: dict[str, Any], data: EvalData, out_dir: str | os.PathLike[str]) -> Path:
     """Write `report.md`, `eval.json` and `roc_calibration.png` into `out_dir`; returns report.md's path."""
-    from phoenix_recsys.train.plots import plot_roc_and_calibration
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -310,7 +319,10 @@ def write_report(report: dict[str, Any], data: EvalData, out_dir: str | os.PathL
             if y.sum() == 0 or y.sum() == y.size:
                 continue
             curves[a] = {n: (y, s[..., i][mask]) for n, s in data.ranker_scores.items()}
-        plot_roc_and_calibration(curves, out / "roc_calibration.png")
+        try:
+            plot_roc_and_calibration(curves, out / "roc_calibration.png")
+        except MissingExtraError:
+            pass  # the PNG is the [plots] extra; the report and eval.json do not need it
     return out / "report.md"
 
 

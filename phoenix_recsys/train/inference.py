@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from phoenix_recsys.data._progress import progress_bar
 from phoenix_recsys.data.batch import RecsysBatch
 from phoenix_recsys.data.examples import PostCorpus, RankingExamples, RetrievalExamples
 from phoenix_recsys.model.ranker import PhoenixModel, probabilities_from_logits
@@ -92,6 +93,7 @@ def retrieval_eval(
     exclude_seen: bool = True,
     chunk: int = 512,
     seen_rule: str = "all",
+    progress: str | None = None,
 ) -> dict[str, float]:
     """Full-corpus retrieval metrics for one target per example.
 
@@ -108,6 +110,7 @@ def retrieval_eval(
       seen_rule: which posts count as seen: "all" (every engagement strictly before the target) or
         "window" (only the posts of the example's input window of S items, as HSTU's evaluation code).
       chunk: examples scored at a time (memory is chunk x P floats).
+      progress: label of a progress bar on stderr (one step per chunk); None: no bar.
     """
     order = np.argsort(corpus_ids, kind="stable")
     sorted_ids = corpus_ids[order]
@@ -126,15 +129,18 @@ def retrieval_eval(
     known = sorted_ids[sp] == seen_posts
     ex_rows, seen_idx = ex_rows[known], order[sp[known]]
     greater, ties = [], []
-    for start in range(0, len(ex), chunk):
-        stop = min(start + chunk, len(ex))
-        scores = np.asarray(score_fn(start, stop), np.float32)
-        excl = np.zeros(scores.shape, bool)
-        sel = (ex_rows >= start) & (ex_rows < stop)
-        excl[ex_rows[sel] - start, seen_idx[sel]] = True
-        g, t = target_positions(scores, target_idx[start:stop], excl)
-        greater.append(g)
-        ties.append(t)
+    # Scoring every query against the whole corpus is the long part of an evaluation: show it.
+    with progress_bar(progress or "", -(-len(ex) // chunk), enabled=progress is not None) as advance:
+        for start in range(0, len(ex), chunk):
+            stop = min(start + chunk, len(ex))
+            scores = np.asarray(score_fn(start, stop), np.float32)
+            excl = np.zeros(scores.shape, bool)
+            sel = (ex_rows >= start) & (ex_rows < stop)
+            excl[ex_rows[sel] - start, seen_idx[sel]] = True
+            g, t = target_positions(scores, target_idx[start:stop], excl)
+            greater.append(g)
+            ties.append(t)
+            advance()
     if not greater:
         return {"queries": 0}
     return retrieval_metrics(np.concatenate(greater), np.concatenate(ties), ks, corpus_size=len(corpus_ids))

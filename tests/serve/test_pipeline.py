@@ -360,8 +360,9 @@ def test_index_is_persisted_and_rebuilt_only_on_change(runtime, world, settings_
     svc.close()
     with Store.open(s.store_path) as st:  # posts changed behind the service's back
         st.add_posts([70_001], author_ids=[4], created_at=[0])
-    svc = FeedService.open(runtime, settings=s)
-    assert svc.index_info.source == "built" and 70_001 in svc.index
+    svc = FeedService.open(runtime, settings=s)  # the snapshot plus that one change, not a rebuild
+    assert svc.index_info.source == "loaded" and 70_001 in svc.index
+    assert svc.index_info.caught_up == 1 and svc.index_info.embedded == 1
     svc.close()
 
 
@@ -392,6 +393,21 @@ def test_settings_from_env_and_file(tmp_path):
     with pytest.raises(SettingsError, match="unknown filter"):
         load_settings(env={"PHOENIX_API_KEY": API_KEY, "PHOENIX_DISABLED_FILTERS": '["nope"]'})
     assert ServeSettings(writes_enabled=False).max_rank_candidates == 5000
+
+
+def test_settings_precedence_flag_over_env_over_file(tmp_path):
+    """pydantic-settings sources keep the order: explicit flag > PHOENIX_* environment > JSON file."""
+    f = tmp_path / "s.json"
+    f.write_text('{"max_k": 50, "port": 9000, "chunk_size": 64}')
+    env = {"PHOENIX_MAX_K": "30", "PHOENIX_PORT": "9001", "PHOENIX_DEMO_DIR": "unrelated"}
+    s = load_settings(env=env, config_file=f, writes_enabled=False, port=9100)
+    assert (s.port, s.max_k, s.chunk_size, s.max_retrieve_k) == (9100, 30, 64, 1000)  # flag, env, file, default
+    f.write_text('{"max_kk": 5}')
+    with pytest.raises(SettingsError, match="max_kk"):  # unknown file keys are refused by name
+        load_settings(env={}, config_file=f, writes_enabled=False)
+    with pytest.raises(SettingsError, match="PHOENIX_SCORING"):
+        load_settings(env={"PHOENIX_SCORING": "{not json"}, writes_enabled=False)
+    assert ServeSettings(writes_enabled=False).max_k == 200  # direct construction ignores the environment
 
 
 def test_sequential_bundle_serves_with_its_training_rules(tmp_path, world, settings_factory):

@@ -141,6 +141,7 @@ def test_cli_train_all_writes_a_loadable_bundle(world, job_config, ranker_run, s
     assert b.ranker is not None and b.retrieval is not None
     assert b.config == ranker_run.model.config
     assert b.dataset_hash == world.manifest["content_sha256"]
+    assert b.meta["dataset"]["split_protocol"] == "time"  # what `evaluate` defaults to for this bundle
     for kind in ("ranker", "retrieval"):
         info = b.meta["models"][kind]
         assert info["result"]["steps"] == 120 and info["train_config"]["steps"] == 120

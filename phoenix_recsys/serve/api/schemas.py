@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -238,6 +238,7 @@ class HealthResponse(BaseModel):
     actions: list[str]
     index_posts: int | None
     index_kind: str | None
+    index_follow: dict[str, Any] | None = None
     writes_enabled: bool
     clock: str
     now: int

@@ -172,7 +172,10 @@ async function init() {
   try {
     const h = await call("GET", "healthz");
     actions = h.actions;
-    $("health").textContent = "bundle " + h.bundle + " · " + (h.index_posts ?? 0) + " indexed posts · writes " +
+    // The bundle id is "kind:sha256|kind:sha256": a short prefix of each is enough to tell bundles apart.
+    const bundle = String(h.bundle).split("|").map((part) => part.replace(/:([0-9a-f]{10})[0-9a-f]+/, ":$1")).join(" ");
+    $("health").title = h.bundle;
+    $("health").textContent = "bundle " + bundle + " · " + (h.index_posts ?? 0) + " indexed posts · writes " +
       (h.writes_enabled ? "on" : "off");
   } catch (e) { status(e.message, true); }
   if (params.has("user")) loadFeed();
