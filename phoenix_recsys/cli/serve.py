@@ -87,6 +87,7 @@ def serve(
         + ("" if service.warmup_s is None else f"; warm-up {service.warmup_s:.1f} s"),
         highlight=False,
     )
+    err_console.print(f"feed explorer: http://{settings.host}:{settings.port}/ui  (API docs at /docs)", highlight=False)
     try:
         run_server(create_app(service), host=settings.host, port=settings.port, log_level=log_level.value)
     finally:
