@@ -79,7 +79,7 @@ def prepare(spec: WorkerSpec) -> None:
     """In the parent: seed the store and build + snapshot the index once, then release everything."""
     from phoenix_recsys.serve.pipeline import FeedService
 
-    settings = _settings(spec, warmup=False, index_follow=False)
+    settings = _settings(spec, warmup=False, index_follow=False, store_multi_writer=True)
     FeedService.open(spec.bundle, settings=settings, data_dir=spec.data).close()
 
 
@@ -92,7 +92,7 @@ def app_factory() -> Any:
     base = _settings(spec)
     index_dir = Path(base.index_dir) if base.index_dir is not None else Path(spec.bundle) / "index"
     slot = take_slot(index_dir, spec.workers)
-    settings = _settings(spec, server_id=f"{base.server_id or default_server_id(base)}-w{slot}")
+    settings = _settings(spec, server_id=f"{base.server_id or default_server_id(base)}-w{slot}", store_multi_writer=True)
     apply_process_settings(settings)
     service = FeedService.open(spec.bundle, settings=settings, data_dir=None)
     atexit.register(service.close)  # a clean worker exit writes its final snapshot

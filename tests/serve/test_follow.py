@@ -55,9 +55,9 @@ def test_kill_9_restart_catches_up_from_the_snapshot(bundle_dir, world, tmp_path
 
 @pytest.fixture
 def pair(bundle_dir, world, tmp_path, jax_cache_dir, runtime):
-    a = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "a")
+    a = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "a", PHOENIX_STORE_MULTI_WRITER="true")
     a.start()  # seeds the store and builds (and snapshots) the index
-    b = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "b")
+    b = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "b", PHOENIX_STORE_MULTI_WRITER="true")
     try:
         b.start()  # loads a's snapshot
         yield a, b
