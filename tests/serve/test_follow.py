@@ -6,7 +6,9 @@ Only loopback traffic; every wait is bounded by a deadline.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -53,8 +55,9 @@ def test_kill_9_restart_catches_up_from_the_snapshot(bundle_dir, world, tmp_path
         srv.stop()
 
 
-@pytest.fixture
-def pair(bundle_dir, world, tmp_path, jax_cache_dir, runtime):
+@pytest.fixture(scope="module")
+def pair(bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
+    tmp_path = tmp_path_factory.mktemp("pair")
     a = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "a", PHOENIX_STORE_MULTI_WRITER="true")
     a.start()  # seeds the store and builds (and snapshots) the index
     b = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "b", PHOENIX_STORE_MULTI_WRITER="true")
@@ -83,3 +86,41 @@ def test_two_servers_on_one_store_see_each_others_writes(pair):
         assert c.put(f"{a.url}/v1/users/{user}/blocks/{author}", headers=AUTH).status_code == 200
         after = c.post(b.url + "/v1/feed", json={"user_id": user, "k": 100}).json()["items"]
         assert after and author not in {i["author_id"] for i in after}
+
+
+def test_eight_clients_across_two_servers_no_5xx_no_lost_writes(pair):
+    a, b = pair
+    statuses: Counter[int] = Counter()
+    acked: dict[int, list[int]] = {}
+    lock = threading.Lock()
+    stop = time.monotonic() + 10.0
+
+    def client(i: int) -> None:
+        user, mine, srv = 80_100 + i, [], (a, b)[i % 2]
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            n = 0
+            while time.monotonic() < stop:
+                ev = {"user_id": user, "post_id": (i * 31 + n) % 300, "actions": ["favorite"], "timestamp": 1_720_000_000 + n}
+                r = c.post("/v1/events", json={"events": [ev]}, headers=AUTH)
+                with lock:
+                    statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    mine.append(ev["timestamp"])
+                r = c.post("/v1/feed", json={"user_id": user, "k": 20})
+                with lock:
+                    statuses[r.status_code] += 1
+                n += 1
+        acked[user] = mine
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not [s for s in statuses if s >= 500], statuses
+    assert sum(statuses.values()) >= 16
+    with httpx.Client(timeout=30) as c:
+        for i, (user, mine) in enumerate(sorted(acked.items())):
+            other = (b, a)[i % 2]  # read back through the server that did not take the writes
+            got = c.get(f"{other.url}/v1/users/{user}/events", params={"limit": 1000}).json()["events"]
+            assert sorted(e["timestamp"] for e in got) == sorted(mine)
