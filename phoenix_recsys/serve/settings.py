@@ -108,6 +108,9 @@ class ServeSettings(BaseSettings):
       follow_poll_interval_s: post-sequence poll period when the store cannot notify.
       index_snapshot_interval_s / index_snapshot_every_posts: snapshot the index while serving
         every this many seconds / applied post changes (None = off); see `serve.index.snapshot`.
+      store_multi_writer: open the SQLite store in multi-writer mode, for several server or worker
+        processes on one file (each keeps its index current through the follower); `serve --workers`
+        sets it. Without it a second writer process is refused once the store's file lock is in place.
       server_id: this server's name in snapshot files (default `<hostname>-<port>`; workers add
         `-w<i>`), so servers sharing an index directory never write over each other.
     """
@@ -153,6 +156,7 @@ class ServeSettings(BaseSettings):
     warmup: bool = True
     faiss_threads: PositiveInt | None = 1
     index_follow: bool = True
+    store_multi_writer: bool = False
     follow_poll_interval_s: float = Field(0.2, gt=0, le=60)
     index_snapshot_interval_s: float | None = Field(60.0, gt=0)
     index_snapshot_every_posts: PositiveInt | None = 10_000
