@@ -218,7 +218,9 @@ class FeedService:
             runtime = ModelRuntime.load(bundle, chunk_size=settings.chunk_size)
         path = Path(store_path or settings.store_path or runtime.bundle.path / "store.sqlite")
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = Store.open(path)
+        # Several processes on one SQLite file (workers, replicas) must say so: each then follows
+        # the post sequence for the others' posts.
+        store = Store.open(path, **({"multi_writer": True} if settings.store_multi_writer else {}))
         try:
             if data_dir is not None:
                 seed_store(store, data_dir, runtime.vocab)

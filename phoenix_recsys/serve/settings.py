@@ -1,37 +1,49 @@
 """Service settings: one validated pydantic model, built by `load_settings` (never at import time).
 
 Precedence, highest first: explicit overrides (CLI flags) > environment variables `PHOENIX_<FIELD>`
-(e.g. `PHOENIX_API_KEY`, `PHOENIX_MAX_K`) > a JSON config file > the defaults below. pydantic-settings
-is not a dependency, so the environment is read here by hand: scalars are parsed by pydantic's lax
-mode ("8000" -> 8000, "true" -> True), container fields (`scoring`, `disabled_filters`,
-`engagement_actions`) are JSON, and an empty string or "none" means None for optional fields.
+(e.g. `PHOENIX_API_KEY`, `PHOENIX_MAX_K`) > a JSON config file > the defaults below. `ServeSettings`
+is a pydantic-settings `BaseSettings`; `load_settings` turns the environment and file sources on
+(constructing `ServeSettings(...)` directly reads only its arguments, so tests and library callers
+are never surprised by the process environment). Scalars are parsed by pydantic's lax mode ("8000"
+-> 8000, "true" -> True), container fields (`scoring`, `disabled_filters`, `engagement_actions`) are
+JSON, and an empty string, "none" or "null" means None for optional fields.
 """
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import json
 import os
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import SettingsError as _SourceError
 
 from phoenix_recsys.serve.filters import FilterConfig, FilterName
 from phoenix_recsys.serve.index import IndexConfig
 from phoenix_recsys.serve.scoring import ScoringConfig
 
 ENV_PREFIX = "PHOENIX_"
+#: The environment's spelling of None after normalisation ("", "none" and "null" all mean None).
+_NONE = "null"
 #: The shortest API key accepted: long enough that guessing it over HTTP is hopeless.
 MIN_API_KEY_LENGTH = 16
 
@@ -60,7 +72,7 @@ class SettingsError(ValueError):
     """Settings are invalid; the message names the field and its environment variable."""
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(BaseSettings):
     """Everything the feed service and its HTTP API are configured by (see `docs/serving.md`).
 
     Attributes:
@@ -109,11 +121,16 @@ class ServeSettings(BaseModel):
       follow_poll_interval_s: post-sequence poll period when the store cannot notify.
       index_snapshot_interval_s / index_snapshot_every_posts: snapshot the index while serving
         every this many seconds / applied post changes (None = off); see `serve.index.snapshot`.
+      store_multi_writer: open the SQLite store in multi-writer mode, for several server or worker
+        processes on one file (each keeps its index current through the follower); `serve --workers`
+        sets it. Without it a second writer process is refused once the store's file lock is in place.
       server_id: this server's name in snapshot files (default `<hostname>-<port>`; workers add
         `-w<i>`), so servers sharing an index directory never write over each other.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", validate_default=True, env_prefix=ENV_PREFIX, env_parse_none_str=_NONE,
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -158,6 +175,7 @@ class ServeSettings(BaseModel):
     warmup: bool = True
     faiss_threads: PositiveInt | None = 1
     index_follow: bool = True
+    store_multi_writer: bool = False
     follow_poll_interval_s: float = Field(0.2, gt=0, le=60)
     index_snapshot_interval_s: float | None = Field(60.0, gt=0)
     index_snapshot_every_posts: PositiveInt | None = 10_000
@@ -213,6 +231,22 @@ class ServeSettings(BaseModel):
             )
         return self
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Sources, highest precedence first: arguments > environment > JSON file (only in `load_settings`)."""
+        spec = _SOURCES.get()
+        if spec is None:  # direct construction: the arguments only
+            return (init_settings,)
+        env, file_data = spec
+        return (init_settings, _MappingEnvSource(settings_cls, env), _DictSource(settings_cls, file_data))
+
     # -- derived configs -----------------------------------------------------------------------
     def filter_config(self) -> FilterConfig:
         """The pre-ranking filters' configuration."""
@@ -234,40 +268,54 @@ class ServeSettings(BaseModel):
         return out
 
 
-# -- the factory -------------------------------------------------------------------------------
-def _is_container(annotation: Any) -> bool:
-    """True for dict/tuple/list annotations (possibly Optional), which come from env as JSON."""
-    origin = typing.get_origin(annotation)
-    if origin in (dict, tuple, list):
-        return True
-    return any(_is_container(a) for a in typing.get_args(annotation) if a is not type(None))
+# -- the sources ---------------------------------------------------------------------------------
+#: (environment, file data) while `load_settings` builds settings; None for direct construction.
+_SOURCES: contextvars.ContextVar[tuple[Mapping[str, str], dict[str, Any]] | None] = contextvars.ContextVar(
+    "phoenix_settings_sources", default=None
+)
 
 
 def _is_optional(annotation: Any) -> bool:
     return type(None) in typing.get_args(annotation)
 
 
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (tests pass a dict, `serve` os.environ)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        optional = {env_var(n) for n, f in ServeSettings.model_fields.items() if _is_optional(f.annotation)}
+        out: dict[str, str | None] = {}
+        for k, v in self._env.items():
+            if not k.upper().startswith(ENV_PREFIX):
+                continue
+            # Empty / "none" / "null" mean None for optional fields (one spelling for the source).
+            if k.upper() in optional and v.strip().lower() in ("", "none", "null"):
+                v = _NONE
+            out[k.lower()] = None if v == _NONE else v
+        return out
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """The JSON settings file's object (already read), the lowest-precedence source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)  # unknown keys reach the model, which forbids them by name
+
+
 def env_var(field: str) -> str:
     """The environment variable of a settings field, e.g. `max_k` -> `PHOENIX_MAX_K`."""
     return ENV_PREFIX + field.upper()
-
-
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, info in ServeSettings.model_fields.items():
-        raw = env.get(env_var(name))
-        if raw is None:
-            continue
-        if _is_optional(info.annotation) and raw.strip().lower() in ("", "none", "null"):
-            out[name] = None
-        elif _is_container(info.annotation):
-            try:
-                out[name] = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise SettingsError(f"{env_var(name)} must be JSON ({e})") from None
-        else:
-            out[name] = raw
-    return out
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -299,13 +347,15 @@ def load_settings(
     Raises:
       SettingsError: a value is invalid, naming the field and its environment variable.
     """
-    merged: dict[str, Any] = {}
-    if config_file is not None:
-        merged.update(_read_config_file(Path(config_file)))
-    merged.update(_from_env(os.environ if env is None else env))
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+    file_data = {} if config_file is None else _read_config_file(Path(config_file))
+    token = _SOURCES.set((os.environ if env is None else env, file_data))
     try:
-        return ServeSettings(**merged)
+        return ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except _SourceError as e:  # an environment value that is not JSON where JSON is needed
+        m = re.search(r'field "([^"]+)"', str(e))
+        field = m.group(1) if m else "settings"
+        cause = f" ({e.__cause__})" if e.__cause__ else ""
+        raise SettingsError(f"{env_var(field)} must be JSON{cause}") from None
     except ValidationError as e:
         problems = []
         for err in e.errors(include_url=False):
@@ -313,3 +363,5 @@ def load_settings(
             where = f"{field} ({env_var(field)})" if field in ServeSettings.model_fields else (field or "settings")
             problems.append(f"{where}: {err['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    finally:
+        _SOURCES.reset(token)

@@ -658,11 +658,12 @@ def _fit(
         restored, _ = ckpt.load_checkpoint(best_dir, {"model": ckpt.model_state(model),
                                                       "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))})
         ckpt.restore_model(model, restored["model"])
-    try:
+    if primary:
+        from phoenix_recsys._extras import MissingExtraError
         from phoenix_recsys.train.plots import plot_training_curves
 
-        if primary:
+        try:
             plot_training_curves(history, run_dir / "training_curves.png", metric_name)
-    except ImportError:
-        pass
+        except MissingExtraError:
+            pass  # the PNG is the [plots] extra; metrics.jsonl has the same numbers
     return TrainResult(run_dir, step, best_step, best_metric, metric_name, history, stopped_early)

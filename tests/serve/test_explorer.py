@@ -34,28 +34,40 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(service_factory) -> Iterator[tuple[str, object]]:
-    """A uvicorn server on a free loopback port over a fresh seeded service; yields (url, service)."""
+def make_server(service_factory) -> Iterator[object]:
+    """`make_server(**settings)`: a uvicorn server on a free loopback port over a fresh seeded service;
+    returns (url, service). Servers stop after the test."""
     import uvicorn
 
-    service = service_factory(disabled_filters=("own_post",))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1.0).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def make(**overrides: object) -> tuple[str, object]:
+        service = service_factory(disabled_filters=("own_post",), **overrides)
+        port = _free_port()
+        srv = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        running.append((srv, thread))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/healthz", timeout=1.0)
+                return url, service
+            except httpx.TransportError:
+                time.sleep(0.1)
         raise AssertionError("uvicorn did not start within 30 s")
-    yield url, service
-    srv.should_exit = True
-    thread.join(timeout=10)
+
+    yield make
+    for srv, thread in running:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(make_server) -> tuple[str, object]:
+    """The default test server (writes need the key, reads are open)."""
+    return make_server()
 
 
 @pytest.fixture
@@ -115,6 +127,18 @@ def test_page_shows_feed_and_block_removes_author(server, page, api_key):
     page.fill("#apikey", api_key)
     page.click("#savekey")
     assert page.evaluate("localStorage.getItem('phoenix-recsys.api-key')") == api_key
+
+    # An engagement is recorded and the next feed follows it (an engaged post is not served again).
+    history = len(service.user_model_history(user))
+    post = int(page.locator("#feed li.item").first.get_attribute("data-post-id"))
+    page.locator("#feed li.item").first.locator("button.engage").click()
+    page.wait_for_function(f"document.getElementById('status').textContent.includes('sent favorite on post {post}')")
+    assert len(service.user_model_history(user)) == history + 1
+    posts = page.locator("#feed li.item").evaluate_all("els => els.map(e => Number(e.dataset.postId))")
+    assert post not in posts and len(posts) == K
+    assert page.locator("#feed li.item.fresh").count() >= 1  # what came in is highlighted
+
+    author = _authors(page)[0]
     page.locator("#feed li.item").first.locator("button.block").click()
     page.wait_for_function(f"document.getElementById('status').textContent.includes('blocked author {author}')")
     assert author in service.store.blocked_or_muted_authors(user)
@@ -125,3 +149,17 @@ def test_page_shows_feed_and_block_removes_author(server, page, api_key):
     page.wait_for_function(f"document.querySelectorAll('#feed li.item').length === {K}")
     assert author not in _authors(page)
     assert errors == []
+
+
+def test_protected_reads_work_with_the_pasted_key(make_server, page, api_key):
+    url, service = make_server(protect_reads=True)
+    user = _active_user(service)
+    page.goto(f"{url}/ui/?user={user}&k={K}")  # loads at once, and is refused without the key
+    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    assert "401" in page.inner_text("#status") and page.locator("#feed li.item").count() == 0
+    page.fill("#apikey", api_key)
+    page.press("#apikey", "Enter")  # Enter saves the key, like the button
+    page.click("#load")
+    page.wait_for_function(f"document.querySelectorAll('#feed li.item').length === {K}")
+    page.reload()  # the key stays in localStorage across loads
+    page.wait_for_function(f"document.querySelectorAll('#feed li.item').length === {K}")

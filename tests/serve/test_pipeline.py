@@ -395,6 +395,21 @@ def test_settings_from_env_and_file(tmp_path):
     assert ServeSettings(writes_enabled=False).max_rank_candidates == 5000
 
 
+def test_settings_precedence_flag_over_env_over_file(tmp_path):
+    """pydantic-settings sources keep the order: explicit flag > PHOENIX_* environment > JSON file."""
+    f = tmp_path / "s.json"
+    f.write_text('{"max_k": 50, "port": 9000, "chunk_size": 64}')
+    env = {"PHOENIX_MAX_K": "30", "PHOENIX_PORT": "9001", "PHOENIX_DEMO_DIR": "unrelated"}
+    s = load_settings(env=env, config_file=f, writes_enabled=False, port=9100)
+    assert (s.port, s.max_k, s.chunk_size, s.max_retrieve_k) == (9100, 30, 64, 1000)  # flag, env, file, default
+    f.write_text('{"max_kk": 5}')
+    with pytest.raises(SettingsError, match="max_kk"):  # unknown file keys are refused by name
+        load_settings(env={}, config_file=f, writes_enabled=False)
+    with pytest.raises(SettingsError, match="PHOENIX_SCORING"):
+        load_settings(env={"PHOENIX_SCORING": "{not json"}, writes_enabled=False)
+    assert ServeSettings(writes_enabled=False).max_k == 200  # direct construction ignores the environment
+
+
 def test_sequential_bundle_serves_with_its_training_rules(tmp_path, world, settings_factory):
     """A bundle whose retriever is causal with last-position pooling and whose ranker was trained on a
     narrower engagement rule: serving histories follow the recorded rule, and the served user vector is
