@@ -260,12 +260,22 @@ class Store(abc.ABC):
         """`[K]` int64 authors the user blocked or muted (union), ascending."""
 
     @abc.abstractmethod
-    def seen_posts(self, user_id: int) -> np.ndarray:
-        """`[K]` int64 posts the user engaged with or reported as impressions, ascending."""
+    def seen_posts(self, user_id: int, *, since: int | None = None, limit: int | None = None) -> np.ndarray:
+        """`[K]` int64 posts the user engaged with or reported as impressions, ascending.
+
+        `since` / `limit`: only events at or after `since`, at most `limit` most recent of each kind.
+        """
 
     @abc.abstractmethod
-    def served_posts(self, user_id: int, session_id: str | None = None) -> np.ndarray:
-        """`[K]` int64 posts served to the user (in `session_id`, or in any session), ascending."""
+    def served_posts(self, user_id: int, session_id: str | None = None, *, limit: int | None = None) -> np.ndarray:
+        """`[K]` int64 posts served to the user (in `session_id`, or in any session), ascending.
+
+        `limit`: only the most recently served ones.
+        """
+
+    @abc.abstractmethod
+    def prune_served(self, before: int) -> int:
+        """Delete served rows older than `before`. Returns the number deleted."""
 
     # -- read path: sources and hydration -------------------------------------------------------
     @abc.abstractmethod
