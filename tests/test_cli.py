@@ -140,3 +140,16 @@ def test_evaluate_progress_goes_to_stderr_and_json_stays_clean(loo_bundle, world
     assert "retrieval: model over the corpus" in r.stderr and "retrieval: popularity over the corpus" in r.stderr
     r = runner.invoke(app, [*args, "--quiet"])
     assert r.exit_code == 0 and "over the corpus" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("rank-demo",), ("retrieve-demo",), ("evaluate",), ("feed",), ("data", "synth"), ("data", "import"),
+     ("data", "stats"), ("reference", "verify"), ("reference", "import"), ("train", "ranker"), ("train", "all"),
+     ("bench", "list"), ("bench", "run")],
+)
+def test_commands_that_print_results_have_json(command):
+    cmd = typer.main.get_command(app)
+    for name in command:
+        cmd = cmd.commands[name]
+    assert "--json" in {opt for p in cmd.params for opt in getattr(p, "opts", ())}

@@ -156,6 +156,7 @@ def import_(
     right_anchored_rope: RopeOpt = None,
     dtype: ImportDtypeOpt = ImportDtype.BF16,
     embeddings: TablesOpt = None,
+    json_: JsonFlag = False,
 ) -> None:
     """Convert released weights into a model bundle our engine loads (`train.bundle.load_bundle`).
 
@@ -173,6 +174,11 @@ def import_(
         embeddings_path=embeddings,
         save=_save_to_bundle,
     )
+    if json_:
+        print_json({"kind": summary.kind.value, "bundle": str(summary.out_dir), "variant": summary.variant.value,
+                    "right_anchored_rope": summary.right_anchored_rope, "fprop_dtype": summary.fprop_dtype.value,
+                    "num_params": summary.num_params, "tables_imported": summary.tables_imported})
+        return
     rope = "right-anchored" if summary.right_anchored_rope else "per-slot"
     tables = "imported" if summary.tables_imported else "freshly initialised"
     console.print(

@@ -36,7 +36,7 @@ ConfigOpt = Annotated[
 
 
 def run_server(app: Any, *, host: str, port: int, log_level: str) -> None:
-    """Run uvicorn in this process until it is stopped (one worker: the models live in memory)."""
+    """Run uvicorn in this process until it is stopped (one worker; `--workers N` uses `serve.workers`)."""
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
@@ -60,6 +60,12 @@ def serve(
         typer.Option("--public-reads", help="Read endpoints need no key (off by default: reads need the read scope)."),
     ] = False,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="uvicorn log level.")] = LogLevel.INFO,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, help="Worker processes on one port and store, each with its own index kept current."
+        ),
+    ] = 1,
 ) -> None:
     """Serve the feed API (POST /v1/feed, /v1/rank, /v1/retrieve, /v1/events, /v1/posts ...; docs at /docs).
 
@@ -88,6 +94,10 @@ def serve(
     settings = reload_settings()
     if not settings.keys() and settings.insecure_dev:
         err_console.print("[bold yellow]warning:[/] --insecure-dev: every request is accepted without a key")
+    if workers > 1:
+        _serve_workers(bundle, data, config, workers, log_level.value, settings, host=host, port=port, store=store,
+                       read_only=read_only, insecure_dev=insecure_dev, public_reads=public_reads)  # fmt: skip
+        return
     err_console.print(f"loading {escape(str(bundle))} ...", highlight=False)
     apply_process_settings(settings)
     service = FeedService.open(bundle, settings=settings, data_dir=data)
@@ -98,6 +108,7 @@ def serve(
         + ("" if service.warmup_s is None else f"; warm-up {service.warmup_s:.1f} s"),
         highlight=False,
     )
+    err_console.print(f"feed explorer: http://{settings.host}:{settings.port}/ui  (API docs at /docs)", highlight=False)
     app = create_app(service, reload_settings=reload_settings)
     _reload_keys_on_sighup(app)
     try:
@@ -122,6 +133,36 @@ def _reload_keys_on_sighup(app: Any) -> None:
             err_console.print(f"keys reloaded: {', '.join(ring.names) or 'none'}", highlight=False)
 
     signal.signal(signal.SIGHUP, on_hup)
+
+
+def _serve_workers(
+    bundle: Path, data: Path | None, config: Path | None, workers: int, log_level: str, settings: Any, **flags: Any
+) -> None:
+    """`serve --workers N`: seed and index once here, then N uvicorn workers (see `serve.workers`)."""
+    import os
+
+    import uvicorn
+
+    from phoenix_recsys.serve.workers import SPEC_ENV, WorkerSpec, prepare
+
+    overrides = {
+        "host": flags["host"], "port": flags["port"],
+        "store_path": None if flags["store"] is None else str(Path(flags["store"]).resolve()),
+        "writes_enabled": False if flags["read_only"] else None, "insecure_dev": True if flags["insecure_dev"] else None,
+        "public_reads": True if flags["public_reads"] else None,
+    }  # fmt: skip
+    spec = WorkerSpec(
+        bundle=str(bundle.resolve()), workers=workers, data=None if data is None else str(data.resolve()),
+        config=None if config is None else str(config.resolve()),
+        overrides={k: v for k, v in overrides.items() if v is not None},
+    )  # fmt: skip
+    err_console.print(f"loading {escape(str(bundle))} (seeding and indexing once for {workers} workers) ...", highlight=False)
+    prepare(spec)
+    os.environ[SPEC_ENV] = spec.to_env()
+    uvicorn.run(
+        "phoenix_recsys.serve.workers:app_factory", factory=True, host=settings.host, port=settings.port,
+        log_level=log_level, workers=workers,
+    )  # fmt: skip
 
 
 @serve_app.command("feed")

@@ -276,3 +276,11 @@ def evaluate_cmd(
         return
     print_report(report)
     console.print(f"report: {path}")
+
+
+@train_app.command("config-schema")
+def config_schema_cmd() -> None:
+    """Print the JSON schema of the --config job file (every section, field, type and default)."""
+    from phoenix_recsys.train.jobfile import job_schema
+
+    print_json(job_schema())

@@ -195,14 +195,13 @@ def render_stats(stats: DatasetStats, console: Any | None = None) -> None:
     con.print(ht)
 
 
-def plot_stats(stats: DatasetStats, path: str | os.PathLike[str]) -> None:
-    """Write a PNG with the action rates (log scale) and the history-length histogram."""
-    import matplotlib
+def plot_stats(stats: DatasetStats, path: str | os.PathLike[str] | None = None):
+    """The action rates (log scale) and the history-length histogram as a matplotlib Figure,
+    written as a PNG at `path` if given (no pyplot, so no backend is chosen or changed)."""
+    from phoenix_recsys.train.plots import new_figure
 
-    matplotlib.use("Agg")  # no display needed; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = new_figure((12, 4.5))
+    ax1, ax2 = fig.subplots(1, 2)
     names = [a.name for a in stats.actions]
     rates = [max(a.rate, 1e-7) for a in stats.actions]
     colors = ["tab:red" if a.negative else "tab:blue" for a in stats.actions]
@@ -220,5 +219,6 @@ def plot_stats(stats: DatasetStats, path: str | os.PathLike[str]) -> None:
     ax2.set_title("history lengths")
     ax2.tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig

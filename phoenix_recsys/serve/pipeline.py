@@ -33,6 +33,7 @@ import numpy as np
 
 from phoenix_recsys.serve import history as hist
 from phoenix_recsys.serve.feed import (
+    cap_followed,
     cold_start_sources,
     explain_items,
     feed_scoring_config,
@@ -42,6 +43,7 @@ from phoenix_recsys.serve.feed import (
     rank_candidates,
     score_feed,
 )
+from phoenix_recsys.serve.feed.coldstart import ColdStartCache, ColdStartConfig
 from phoenix_recsys.serve.filters import (
     Candidates,
     FilterConfig,
@@ -170,6 +172,15 @@ class FeedService:
         self._clock_lock = threading.Lock()
         self._post_lock = threading.Lock()
         self.warmup_s: float | None = None
+        self.cold_start = ColdStartCache(
+            store,
+            ColdStartConfig(
+                popular=settings.cold_start_popular, fresh=settings.cold_start_fresh,
+                window_s=settings.popular_window_s, refresh_s=settings.cold_start_refresh_s,
+                served_retention_s=settings.served_retention_s if settings.writes_enabled else None,
+            ),
+            self.now,
+        )  # fmt: skip
 
     @property
     def index(self) -> CorpusIndex | None:
@@ -207,7 +218,9 @@ class FeedService:
             runtime = ModelRuntime.load(bundle, chunk_size=settings.chunk_size)
         path = Path(store_path or settings.store_path or runtime.bundle.path / "store.sqlite")
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = Store.open(path)
+        # Several processes on one SQLite file (workers, replicas) must say so: each then follows
+        # the post sequence for the others' posts.
+        store = Store.open(path, **({"multi_writer": True} if settings.store_multi_writer else {}))
         try:
             if data_dir is not None:
                 seed_store(store, data_dir, runtime.vocab)
@@ -219,6 +232,7 @@ class FeedService:
                 service.warmup_s = runtime.warmup(service.max_feed_candidates())
             if follower is not None and settings.index_follow:
                 follower.start()
+            service.cold_start.start()
         except BaseException:
             if "follower" in locals() and follower is not None:
                 follower.stop(snapshot=False)
@@ -279,6 +293,7 @@ class FeedService:
     def close(self) -> None:
         """Stop following, write a final index snapshot, then close the store."""
         try:
+            self.cold_start.stop()
             if self.follower is not None:
                 self.follower.stop(snapshot=True)
         finally:
@@ -386,6 +401,12 @@ class FeedService:
             engagement_actions=self._engagement,
         )
 
+    def seen_set(self, user_id: int, now: int) -> np.ndarray:
+        """The posts a feed excludes as seen, bounded by `seen_window_s` and `seen_limit`."""
+        s = self.settings
+        since = None if s.seen_window_s is None else now - s.seen_window_s
+        return self.store.seen_posts(user_id, since=since, limit=s.seen_limit)
+
     # -- reads ----------------------------------------------------------------------------------
     def feed(self, user_id: int, k: int, *, now: int | None = None, session_id: str | None = None) -> FeedResult:
         """The "For You" feed of `user_id`: top `k` posts with per-item explanations.
@@ -411,18 +432,18 @@ class FeedService:
         now = self.now() if now is None else int(now)
         history = self.user_model_history(user_id)
         followed = self.store.followed_authors(user_id)
-        seen = self.store.seen_posts(user_id)
+        seen = self.seen_set(user_id, now)
         blocked = self.store.blocked_or_muted_authors(user_id)
-        served = self.store.served_posts(user_id, session_id) if session_id else np.zeros(0, np.int64)
+        served = (
+            self.store.served_posts(user_id, session_id, limit=s.served_limit) if session_id else np.zeros(0, np.int64)
+        )
         timer.lap("history")
 
         cold = len(history) == 0
-        parts = [in_network_source(self.store, followed, limit=s.in_network_limit, per_author_cap=s.in_network_per_author)]
+        authors = cap_followed(followed, history.author_ids, s.in_network_max_authors)
+        parts = [in_network_source(self.store, authors, limit=s.in_network_limit, per_author_cap=s.in_network_per_author)]
         if cold or self.index is None:
-            since = None if s.popular_window_s is None else now - s.popular_window_s
-            parts.append(
-                cold_start_sources(self.store, popular=s.cold_start_popular, fresh=s.cold_start_fresh, popular_since=since)
-            )
+            parts.append(self.cold_start.candidates())
         else:
             emb = self.runtime.user_embedding(self.runtime.context(user_id, history, for_retrieval=True))
             parts.append(out_of_network_source(self.index, emb, limit=s.out_of_network_limit, exclude=seen))
@@ -558,7 +579,7 @@ class FeedService:
             raise Unsupported("the bundle has no retrieval model, so there is no corpus index")
         h = self._history(user_id, history)
         emb = self.runtime.user_embedding(self.runtime.context(user_id, h, for_retrieval=True))
-        exclude = self.store.seen_posts(user_id) if exclude_seen and user_id is not None else np.zeros(0, np.int64)
+        exclude = self.seen_set(user_id, self.now()) if exclude_seen and user_id is not None else np.zeros(0, np.int64)
         res = self.index.search(emb[None, :], k=k, exclude=[exclude])
         ok = res.ids[0] >= 0
         ids, scores = res.ids[0][ok], res.scores[0][ok]
@@ -674,6 +695,7 @@ class FeedService:
                 # reusing the embeddings computed above.
                 self.follower.sync(known=(ids, authors, emb))
         self._observe_time(int(created.max()))
+        self.cold_start.refresh_fresh()  # a new post is a fresh cold-start candidate at once
         return n
 
     def set_relation(self, user_id: int, relation: Relation | str, author_id: int, active: bool) -> bool:

@@ -9,11 +9,11 @@ import logging
 import time
 from pathlib import Path
 
-import faiss
 import jax
 import numpy as np
 from flax import nnx
 
+from phoenix_recsys._extras import require_extra
 from phoenix_recsys.actions import ActionVocabulary
 from phoenix_recsys.data.batch import RecsysBatch
 from phoenix_recsys.model.cached import CachedRanker
@@ -24,6 +24,8 @@ from phoenix_recsys.serve.types import (
     Unsupported,
 )
 from phoenix_recsys.train.bundle import Bundle, load_bundle
+
+faiss = require_extra("faiss", "serve", "serving (FAISS)")
 
 _log = logging.getLogger(__name__)
 #: Candidate-block sizes the ranker is compiled for: a request pads its N candidates up to the

@@ -137,7 +137,20 @@ class ServeSettings(BaseSettings):
         author so one prolific author cannot fill it).
       out_of_network_limit: two-tower retrieval candidates per request (SPEC 7: 1,000).
       cold_start_popular / cold_start_fresh: the cold-start sources' sizes (no history).
-      popular_window_s: count engagements of the last this-many seconds for "popular"; None = all.
+      popular_window_s: count engagements of the last this-many seconds for "popular" (default 7
+        days); None = all time.
+      cold_start_refresh_s: the cold-start popular/fresh lists are computed in a background thread
+        every this many seconds (default 30), so a cold-start feed never scans the engagements
+        table on the request path; a post added through this service refreshes them at once.
+      in_network_max_authors: the in-network source reads the newest posts of at most this many
+        followed authors (default 1,000), most recently engaged first (then by author id).
+      seen_window_s / seen_limit: the seen set a feed excludes is the last `seen_window_s` seconds
+        (default 90 days; None = lifetime) and at most the `seen_limit` most recent impressions and
+        engagements each (default 5,000), so a user's cost does not grow with their lifetime.
+      served_limit: pagination reads at most this many most recently served posts of the session
+        (default 5,000).
+      served_retention_s: served rows older than this are deleted (default 2 days; None = keep),
+        at most once per `cold_start_refresh_s` by the background refresher.
       max_age_s: drop older posts; None (default) because public datasets span years.
       disabled_filters: filter names to skip (see `FilterName`).
       engagement_actions: which actions make an event enter the model's history. None = the rule the
@@ -158,6 +171,9 @@ class ServeSettings(BaseSettings):
       follow_poll_interval_s: post-sequence poll period when the store cannot notify.
       index_snapshot_interval_s / index_snapshot_every_posts: snapshot the index while serving
         every this many seconds / applied post changes (None = off); see `serve.index.snapshot`.
+      store_multi_writer: open the SQLite store in multi-writer mode, for several server or worker
+        processes on one file (each keeps its index current through the follower); `serve --workers`
+        sets it. Without it a second writer process is refused once the store's file lock is in place.
       server_id: this server's name in snapshot files (default `<hostname>-<port>`; workers add
         `-w<i>`), so servers sharing an index directory never write over each other.
     """
@@ -188,7 +204,13 @@ class ServeSettings(BaseSettings):
     out_of_network_limit: NonNegInt = 1000
     cold_start_popular: NonNegInt = 500
     cold_start_fresh: NonNegInt = 500
-    popular_window_s: PositiveInt | None = None
+    popular_window_s: PositiveInt | None = 7 * 86_400
+    cold_start_refresh_s: float = Field(30.0, gt=0, le=86_400)
+    in_network_max_authors: PositiveInt = 1000
+    seen_window_s: PositiveInt | None = 90 * 86_400
+    seen_limit: PositiveInt | None = 5000
+    served_limit: PositiveInt | None = 5000
+    served_retention_s: PositiveInt | None = 2 * 86_400
 
     max_age_s: PositiveInt | None = None
     disabled_filters: tuple[str, ...] = ()
@@ -206,6 +228,7 @@ class ServeSettings(BaseSettings):
     warmup: bool = True
     faiss_threads: PositiveInt | None = 1
     index_follow: bool = True
+    store_multi_writer: bool = False
     follow_poll_interval_s: float = Field(0.2, gt=0, le=60)
     index_snapshot_interval_s: float | None = Field(60.0, gt=0)
     index_snapshot_every_posts: PositiveInt | None = 10_000

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from phoenix_recsys._extras import MissingExtraError
 from phoenix_recsys.actions import ActionKind
 from phoenix_recsys.data.examples import (
     TRAIN,
@@ -49,6 +50,7 @@ from phoenix_recsys.train.inference import (
 )
 from phoenix_recsys.train.inputs import apply_input_mode, apply_input_mode_corpus
 from phoenix_recsys.train.metrics import binary_action_metrics, nan_to_none
+from phoenix_recsys.train.plots import plot_roc_and_calibration
 from phoenix_recsys.train.run import default_positive_actions
 
 SMOOTHING = 20.0  # pseudo-impressions at the global rate for the per-post / per-user baselines
@@ -296,8 +298,6 @@ def evaluate_bundle(
 
 def write_report(report: dict[str, Any], data: EvalData, out_dir: str | os.PathLike[str]) -> Path:
     """Write `report.md`, `eval.json` and `roc_calibration.png` into `out_dir`; returns report.md's path."""
-    from phoenix_recsys.train.plots import plot_roc_and_calibration
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -319,7 +319,10 @@ def write_report(report: dict[str, Any], data: EvalData, out_dir: str | os.PathL
             if y.sum() == 0 or y.sum() == y.size:
                 continue
             curves[a] = {n: (y, s[..., i][mask]) for n, s in data.ranker_scores.items()}
-        plot_roc_and_calibration(curves, out / "roc_calibration.png")
+        try:
+            plot_roc_and_calibration(curves, out / "roc_calibration.png")
+        except MissingExtraError:
+            pass  # the PNG is the [plots] extra; the report and eval.json do not need it
     return out / "report.md"
 
 

@@ -55,6 +55,7 @@ from phoenix_recsys.train.inference import (
 )
 from phoenix_recsys.train.mesh import MeshPlan
 from phoenix_recsys.train.metrics import auroc
+from phoenix_recsys.train.tracking import RunTracker
 
 MIN_EVAL_POSITIVES = 10
 RETRIEVAL_OBJECTIVES = ("last", "every_position")
@@ -607,7 +608,9 @@ def _fit(
     t0 = time.perf_counter()
     cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*cols, disable=not progress, transient=False) as bar, open(metrics_path if primary else os.devnull, "a") as log:
+    tracker = RunTracker(run_dir, params={**cfg.to_json(), "kind": identity["kind"]}, enabled=primary)
+    with (Progress(*cols, disable=not progress, transient=False) as bar,
+          open(metrics_path if primary else os.devnull, "a") as log, tracker):
         task = bar.add_task(f"train {identity['kind']}", total=total, completed=start_step, info="")
         while step < total:
             batch = get_batch(next(batches))
@@ -641,6 +644,7 @@ def _fit(
                         bad_evals += 1
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
+                tracker.log(rec)
                 history.append(rec)
                 save(latest_dir, step)
                 val_txt = f" val {metric_name} {rec['val'].get(metric_name, float('nan')):.4f}" if "val" in rec else ""
@@ -658,11 +662,12 @@ def _fit(
         restored, _ = ckpt.load_checkpoint(best_dir, {"model": ckpt.model_state(model),
                                                       "opt": nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))})
         ckpt.restore_model(model, restored["model"])
-    try:
+    if primary:
+        from phoenix_recsys._extras import MissingExtraError
         from phoenix_recsys.train.plots import plot_training_curves
 
-        if primary:
+        try:
             plot_training_curves(history, run_dir / "training_curves.png", metric_name)
-    except ImportError:
-        pass
+        except MissingExtraError:
+            pass  # the PNG is the [plots] extra; metrics.jsonl has the same numbers
     return TrainResult(run_dir, step, best_step, best_metric, metric_name, history, stopped_early)

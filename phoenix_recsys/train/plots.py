@@ -1,24 +1,44 @@
-"""Plots people would rather look at: training curves, ROC curves per action, calibration (matplotlib, Agg)."""
+"""Plots people would rather look at: training curves, ROC curves per action, calibration.
+
+Every function returns a `matplotlib.figure.Figure` (a notebook displays it) and writes a PNG when
+given a path. Figures are built with the object-oriented API, never through pyplot: no backend is
+selected or changed (a notebook keeps its inline/widget backend), and saving to a file renders
+with Agg, which needs no display. matplotlib is the `[plots]` extra.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: CI and servers have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from phoenix_recsys._extras import require_extra
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], metric_name: str) -> None:
-    """Loss and the validation metric against step, one PNG."""
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A pyplot-free Figure (not registered with any backend or figure manager)."""
+    return require_extra("matplotlib.figure", "plots", "plotting").Figure(figsize=figsize)
+
+
+def _save(fig: Figure, path: str | os.PathLike[str] | None, dpi: int) -> None:
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+
+
+def plot_training_curves(
+    history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str] | None = None, metric_name: str = "loss"
+) -> Figure | None:
+    """Loss and the validation metric against step; writes a PNG at `path` if given. None when no history."""
     if not history:
-        return
+        return None
     steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = new_figure((10, 3.8))
+    axes = fig.subplots(1, 2)
     axes[0].plot(steps, [h["loss"] for h in history], marker="o", ms=3)
     axes[0].set(title="training loss", xlabel="step", ylabel="loss")
     vals = [(h["step"], h["val"].get(metric_name)) for h in history if "val" in h]
@@ -29,8 +49,8 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | os.Pa
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, 110)
+    return fig
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,22 +68,26 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
 
 def plot_roc_and_calibration(
     curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     bins: int = 10,
-) -> None:
+) -> Figure | None:
     """ROC curves (one panel per action, one line per scorer) and a calibration panel.
 
     Args:
       curves: action -> scorer name ("model", "popularity", "oracle") -> (labels, scores).
-      path: output PNG.
+      path: output PNG (None: only return the figure).
       bins: quantile bins of the calibration (reliability) plot.
+
+    Returns:
+      The Figure, or None when there are no actions.
     """
     actions = list(curves)
     if not actions:
-        return
+        return None
     cols = min(3, len(actions) + 1)
     rows = int(np.ceil((len(actions) + 1) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    fig = new_figure((4.2 * cols, 3.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     flat = axes.ravel()
     for ax, action in zip(flat, actions, strict=False):
         for name, (y, s) in curves[action].items():
@@ -90,5 +114,5 @@ def plot_roc_and_calibration(
     for ax in flat[len(actions) + 1 :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, 110)
+    return fig

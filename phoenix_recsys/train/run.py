@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,28 +58,36 @@ class JobConfig:
     """Model and training settings of one job, as read from `--config FILE` (JSON).
 
     File format: `{"model": {...PhoenixModelConfig fields...}, "train": {...TrainConfig fields...},
-    "ranker": {...TrainConfig overrides for the ranker...}, "retrieval": {...}}`; every key optional.
+    "ranker": {...TrainConfig overrides for the ranker...}, "retrieval": {...}, "tune": {...}}`; every
+    key optional. The file is validated by the pydantic models of `train/jobfile.py` (unknown or
+    mistyped fields are errors naming the field); this keeps the given fields only, so the dataclass
+    defaults stay the single source of defaults.
     """
 
     model: dict[str, Any]
     train: dict[str, Any]
     ranker: dict[str, Any]
     retrieval: dict[str, Any]
+    tune: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "job config") -> JobConfig:
+        """Validate a job document (the parsed JSON file, or a dict built in Python)."""
+        from phoenix_recsys.train.jobfile import validate_job
+
+        return cls(**validate_job(data, where))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None) -> JobConfig:
         if path is None:
             return cls({}, {}, {}, {})
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config file {path} is not valid JSON: {e}") from None
-        unknown = sorted(set(data) - {"model", "train", "ranker", "retrieval"})
-        if unknown:
-            raise ValueError(f"config file {path}: unknown sections {unknown} (allowed: model, train, ranker, retrieval)")
-        return cls(data.get("model", {}), data.get("train", {}), data.get("ranker", {}), data.get("retrieval", {}))
+        from phoenix_recsys.train.jobfile import load_job_file
+
+        return cls(**load_job_file(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job document (given sections only), as `from_dict` reads it."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v}
 
     def model_config(self, actions: ActionVocabulary) -> PhoenixModelConfig:
         m = dict(self.model)

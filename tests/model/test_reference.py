@@ -294,9 +294,11 @@ def test_imported_ranker_scores_through_cached_ranker(tmp_path: Path) -> None:
     result = runner.invoke(
         reference_app,
         ["import", str(tmp_path / "params.npz"), "--config", str(tmp_path / "config.json"), "--out", str(out_dir),
-         "--dtype", "f32"],
+         "--dtype", "f32", "--json"],
     )
     assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["kind"] == "ranker" and summary["variant"] == "may" and summary["bundle"] == str(out_dir)
     model = load_bundle(out_dir).ranker
     assert isinstance(model, PhoenixModel)
     assert model.config == cfg

@@ -437,3 +437,19 @@ def test_post_sequence_numbers_every_post_write_in_order(store):
             store.add_posts([7], [1], [0])
             raise RuntimeError("undone")
     assert store.post_seq() == ch.last_seq  # a rolled-back write leaves no entry
+
+
+def test_wait_for_posts_wakes_on_a_write_and_times_out_without_one(store):
+    assert store.wait_for_posts(0, timeout=0.0) == 0
+    t0 = time.monotonic()
+    assert store.wait_for_posts(0, timeout=0.2) == 0  # nothing written: returns at the timeout
+    assert time.monotonic() - t0 >= 0.15
+    timer = threading.Timer(0.2, lambda: store.add_posts([1], [1], [10]))
+    timer.start()
+    t0 = time.monotonic()
+    got = store.wait_for_posts(0, timeout=10.0)
+    timer.join()
+    assert got >= 1 and got == store.post_seq()
+    assert time.monotonic() - t0 < 5.0  # woken by the write, not the timeout
+    with pytest.raises(ValueError, match="timeout"):
+        store.wait_for_posts(0, timeout=-1)

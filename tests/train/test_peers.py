@@ -3,8 +3,6 @@ popularity cannot, scored by the same evaluation as our model."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -48,7 +46,6 @@ def test_peer_sequences_hold_only_training_items_in_order(world):
 
 def test_each_peer_learns_the_planted_next_item(world):
     _, _, corpus, test, seqs = world
-    t0 = time.perf_counter()
     hr = {}
     for name in PEERS:
         peer = fit_peer(name, seqs, seed=0, config=SMALL.get(name))
@@ -59,7 +56,6 @@ def test_each_peer_learns_the_planted_next_item(world):
     assert hr["bpr"] > 0.3 and hr["bpr"] > 5 * hr["popularity"], hr
     for name in ("ease", "sasrec", "sasrec_ce"):
         assert hr[name] > 0.6 and hr[name] > 8 * hr["popularity"], (name, hr)
-    assert time.perf_counter() - t0 < 60
 
 
 def test_unknown_peer_and_bad_config_are_refused(world):

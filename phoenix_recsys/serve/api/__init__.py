@@ -16,7 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from phoenix_recsys._extras import require_extra
+
+try:  # the HTTP API is the [serve] extra; say so instead of a bare ModuleNotFoundError
+    from fastapi import FastAPI, Request, status
+except ModuleNotFoundError:
+    require_extra("fastapi", "serve", "the HTTP API")
+    raise
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 

@@ -5,9 +5,15 @@ from phoenix_recsys.serve.feed.explain import explain_items
 from phoenix_recsys.serve.feed.hydrate import hydrate
 from phoenix_recsys.serve.feed.rank import rank_candidates
 from phoenix_recsys.serve.feed.select import feed_scoring_config, score_feed
-from phoenix_recsys.serve.feed.sources import cold_start_sources, in_network_source, out_of_network_source
+from phoenix_recsys.serve.feed.sources import (
+    cap_followed,
+    cold_start_sources,
+    in_network_source,
+    out_of_network_source,
+)
 
 __all__ = [
+    "cap_followed",
     "cold_start_sources",
     "explain_items",
     "feed_scoring_config",

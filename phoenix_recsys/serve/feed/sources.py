@@ -15,6 +15,31 @@ from phoenix_recsys.serve.index import CorpusIndex
 from phoenix_recsys.serve.store import Store
 
 
+def cap_followed(followed: np.ndarray, history_authors: np.ndarray, limit: int) -> np.ndarray:
+    """At most `limit` of `followed`: the authors of the most recent history events first, then the rest.
+
+    A user who follows 50k accounts would otherwise make the in-network query read 50k authors'
+    posts; the ones the user engaged with lately are the ones most worth showing.
+
+    Args:
+      followed: `[F]` int64 followed authors.
+      history_authors: `[S]` authors of the user's history events, oldest first.
+      limit: the cap (>= 0).
+
+    Returns:
+      `[min(F, limit)]` int64, ascending (order does not matter to the source).
+    """
+    followed = np.asarray(followed, dtype=np.int64)
+    if followed.shape[0] <= limit:
+        return followed
+    recent = np.asarray(history_authors, dtype=np.int64)[::-1]
+    _, first = np.unique(recent, return_index=True)
+    by_recency = recent[np.sort(first)]  # distinct authors, most recently engaged first
+    engaged = by_recency[np.isin(by_recency, followed)][:limit]
+    rest = np.setdiff1d(followed, engaged)[: limit - engaged.shape[0]]
+    return np.sort(np.concatenate([engaged, rest]))
+
+
 def in_network_source(store: Store, followed: np.ndarray, *, limit: int, per_author_cap: int) -> Candidates:
     """Newest posts of the authors the viewer follows, newest first."""
     return store.recent_posts_by_authors(

@@ -37,8 +37,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import faiss
 import numpy as np
+
+from phoenix_recsys._extras import require_extra
+
+faiss = require_extra("faiss", "serve", "the serving index (FAISS)")
 
 _log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ one PostgreSQL store.
 * `sync()` applies everything pending; the write path calls it right after its own store write
   (passing the embeddings it already computed), so a server's own posts are searchable at once
   and each post is embedded once per server.
-* A background thread waits for new numbers (the store's `wait_for_posts(seq, timeout)` when the
-  backend has one, e.g. LISTEN/NOTIFY; otherwise a poll of `post_seq()` every `poll_interval_s`).
+* A background thread waits for new numbers with the store's `wait_for_posts(seq, timeout)`
+  (LISTEN/NOTIFY on PostgreSQL, a 50 ms poll on SQLite); a store without it is polled with
+  `post_seq()` every `poll_interval_s`.
 * A second background thread does the slow work off the request path: snapshots (every
   `snapshot_interval_s`, or after `snapshot_every_posts` changes) and rebuilds (tombstones above
   `compact_fraction` of the stored vectors, or a flat index grown past its exact limit). A
@@ -236,14 +237,19 @@ class IndexFollower:
                 _log.warning("final index snapshot failed: %s", e)
 
     def _tail(self) -> None:
+        # `Store.wait_for_posts` (LISTEN/NOTIFY on PostgreSQL, a fast poll on SQLite) when the store
+        # has it; a plain poll of `post_seq` otherwise. Either way a late or spurious wake-up only
+        # costs one `posts_since`, since `sync` reads from the applied seq.
         wait = getattr(self.store, "wait_for_posts", None)
         while not self._stop.is_set():
             try:
                 if wait is not None:
-                    wait(self._seq, timeout=self.config.poll_interval_s * 5)
-                elif self._stop.wait(self.config.poll_interval_s):
-                    return
-                if self.store.post_seq() > self._seq:
+                    head = int(wait(self._seq, 1.0))
+                else:
+                    if self._stop.wait(self.config.poll_interval_s):
+                        return
+                    head = int(self.store.post_seq())
+                if head > self._seq:
                     self.sync()
                 self.last_error = None
             except Exception as e:  # keep following: a transient store error must not freeze the index

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -259,12 +260,22 @@ class Store(abc.ABC):
         """`[K]` int64 authors the user blocked or muted (union), ascending."""
 
     @abc.abstractmethod
-    def seen_posts(self, user_id: int) -> np.ndarray:
-        """`[K]` int64 posts the user engaged with or reported as impressions, ascending."""
+    def seen_posts(self, user_id: int, *, since: int | None = None, limit: int | None = None) -> np.ndarray:
+        """`[K]` int64 posts the user engaged with or reported as impressions, ascending.
+
+        `since` / `limit`: only events at or after `since`, at most `limit` most recent of each kind.
+        """
 
     @abc.abstractmethod
-    def served_posts(self, user_id: int, session_id: str | None = None) -> np.ndarray:
-        """`[K]` int64 posts served to the user (in `session_id`, or in any session), ascending."""
+    def served_posts(self, user_id: int, session_id: str | None = None, *, limit: int | None = None) -> np.ndarray:
+        """`[K]` int64 posts served to the user (in `session_id`, or in any session), ascending.
+
+        `limit`: only the most recently served ones.
+        """
+
+    @abc.abstractmethod
+    def prune_served(self, before: int) -> int:
+        """Delete served rows older than `before`. Returns the number deleted."""
 
     # -- read path: sources and hydration -------------------------------------------------------
     @abc.abstractmethod
@@ -305,6 +316,34 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def posts_since(self, seq: int, limit: int = 10_000) -> PostChanges:
         """Post-sequence entries with number > `seq`, ascending, at most `limit`."""
+
+    def wait_for_posts(self, seq: int, timeout: float) -> int:
+        """Block until the post sequence passes `seq` or `timeout` seconds pass; the newest number.
+
+        The follower's wake-up call: `while True: new = store.wait_for_posts(done, 5.0); if new >
+        done: apply(store.posts_since(done))`. It never returns entries, only tells that there
+        are some, so a spurious or late wake-up costs one `posts_since` and loses nothing.
+
+        Default (SQLite, any backend without push): poll `post_seq()` every 50 ms, which sees
+        posts written by other processes too. PostgreSQL overrides it with LISTEN phoenix_posts
+        (NOTIFY at commit from the post_log trigger), falling back to the same poll.
+
+        Args:
+          seq: the number the caller has applied up to.
+          timeout: seconds to wait at most (>= 0; 0 checks once).
+
+        Returns:
+          `post_seq()` at return; `> seq` means new entries, `<= seq` means the timeout passed.
+        """
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        deadline = time.monotonic() + timeout
+        while True:
+            now_seq = self.post_seq()
+            left = deadline - time.monotonic()
+            if now_seq > seq or left <= 0:
+                return now_seq
+            time.sleep(min(0.05, left))
 
     # -- write path -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -469,14 +469,24 @@ class SQLStore(Store):
             pid,
         )
 
-    def served_posts(self, user_id: int, session_id: str | None = None) -> np.ndarray:
-        """`[K]` int64 posts served to the user (in `session_id`, or in any session), ascending."""
+    def served_posts(self, user_id: int, session_id: str | None = None, *, limit: int | None = None) -> np.ndarray:
+        """`[K]` int64 posts served to the user (in `session_id`, or in any session), ascending.
+
+        `limit` keeps only the most recently served ones, so a long session costs a bounded read.
+        """
         uid = v.scalar_int("user_id", user_id)
-        if session_id is None:
-            return self._scalar_ints("SELECT DISTINCT post_id FROM served WHERE user_id = ? ORDER BY post_id", (uid,))
-        return self._scalar_ints(
-            "SELECT post_id FROM served WHERE user_id = ? AND session_id = ? ORDER BY post_id", (uid, session_id)
-        )
+        where, params = ("user_id = ?", [uid]) if session_id is None else ("user_id = ? AND session_id = ?", [uid, session_id])
+        if limit is None:
+            sql = f"SELECT DISTINCT post_id FROM served WHERE {where} ORDER BY post_id"
+        else:
+            sql = f"SELECT post_id FROM served WHERE {where} ORDER BY served_at DESC LIMIT ?"
+            params.append(int(limit))
+        return np.unique(self._scalar_ints(sql, params))
+
+    def prune_served(self, before: int) -> int:
+        """Delete served rows older than `before` (pagination state past its use). Returns rows deleted."""
+        with self.transaction() as conn:
+            return self._execute(conn, "DELETE FROM served WHERE served_at < ?", (int(before),))
 
     _SEEN_INSERT = "INSERT INTO seen (user_id, post_id, seen_at) VALUES (?, ?, ?) ON CONFLICT (user_id, post_id) DO NOTHING"
 
@@ -491,14 +501,30 @@ class SQLStore(Store):
         at = v.now() if seen_at is None else int(seen_at)
         return self._insert_checked(self._SEEN_INSERT, [(uid, p, at) for p in pid.tolist()], pid)
 
-    def seen_posts(self, user_id: int) -> np.ndarray:
-        """`[K]` int64 posts the user has seen: engaged with, or reported as impressions. Ascending."""
+    def seen_posts(self, user_id: int, *, since: int | None = None, limit: int | None = None) -> np.ndarray:
+        """`[K]` int64 posts the user has seen: engaged with, or reported as impressions. Ascending.
+
+        `since` / `limit` bound the read for users with long lifetimes: only events at or after
+        `since`, and only the `limit` most recent of each kind (impressions, engagements).
+        """
         uid = v.scalar_int("user_id", user_id)
-        return self._scalar_ints(
-            "SELECT post_id FROM seen WHERE user_id = ? UNION SELECT post_id FROM engagements WHERE user_id = ? "
-            "ORDER BY post_id",
-            (uid, uid),
+        if since is None and limit is None:
+            return self._scalar_ints(
+                "SELECT post_id FROM seen WHERE user_id = ? UNION SELECT post_id FROM engagements WHERE user_id = ? "
+                "ORDER BY post_id",
+                (uid, uid),
+            )
+        t0 = -(2**62) if since is None else int(since)
+        lim, extra = ("", ()) if limit is None else (" LIMIT ?", (int(limit),))
+        seen = self._scalar_ints(
+            "SELECT post_id FROM seen WHERE user_id = ? AND seen_at >= ? ORDER BY seen_at DESC" + lim, (uid, t0, *extra)
         )
+        engaged = self._scalar_ints(
+            "SELECT post_id FROM engagements WHERE user_id = ? AND timestamp >= ? "
+            "ORDER BY timestamp DESC, event_id DESC" + lim,
+            (uid, t0, *extra),
+        )
+        return np.union1d(seen, engaged).astype(np.int64)
 
     # -- bulk seeding ---------------------------------------------------------------------------
     def seed_from_tables(

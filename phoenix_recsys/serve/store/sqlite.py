@@ -54,6 +54,7 @@ class SQLiteStore(SQLStore):
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self.multi_writer = False  # set by `open`; the one-writer file lock honours it
         try:
             self._migrate(migrations)
         except BaseException:
@@ -61,13 +62,17 @@ class SQLiteStore(SQLStore):
             raise
 
     @classmethod
-    def open(cls, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> SQLiteStore:  # type: ignore[override]
+    def open(  # type: ignore[override]
+        cls, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS, multi_writer: bool = False
+    ) -> SQLiteStore:
         """Open (creating if needed) the store file at `path` and bring its schema up to date.
 
         Args:
           path: the database file (its directory must exist). `:memory:` is refused: each thread
             has its own connection, which would each see a different empty database.
           migrations: the schema history; tests pass extra ones.
+          multi_writer: several processes will write this file (workers or replicas, each following
+            the post sequence); the one-writer file lock then lets them in.
 
         Raises:
           SchemaVersionError: the file has migrations this code does not know.
@@ -75,7 +80,9 @@ class SQLiteStore(SQLStore):
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise ValueError("Store.open path must be a file path (per-thread connections need one shared file)")
         check_migrations(migrations)
-        return cls(Path(path), tuple(migrations))
+        store = cls(Path(path), tuple(migrations))
+        store.multi_writer = bool(multi_writer)
+        return store
 
     def close(self) -> None:
         """Close every thread's connection. Call once the threads using the store are done."""

@@ -1,0 +1,59 @@
+"""`serve --workers 2`: two worker processes on one port and one SQLite store keep each other current."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from phoenix_recsys.testing.servers import AUTH, Server, add_posts
+
+
+@pytest.fixture
+def workers(bundle_dir, world, tmp_path, jax_cache_dir, runtime):
+    srv = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "multi")
+    srv.extra_args = ["--workers", "2"]
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _client_per_worker(url: str, deadline_s: float = 60.0) -> dict[str, httpx.Client]:
+    """One keep-alive client pinned to each worker (a connection stays with the worker that accepted it)."""
+    out: dict[str, httpx.Client] = {}
+    deadline = time.monotonic() + deadline_s
+    while len(out) < 2:
+        assert time.monotonic() < deadline, f"reached only workers {sorted(out)}"
+        c = httpx.Client(base_url=url, timeout=30)
+        sid = c.get("/healthz").json()["index_follow"]["server_id"]
+        if sid in out:
+            c.close()
+        else:
+            out[sid] = c
+    return out
+
+
+def test_two_workers_follow_each_other(workers):
+    clients = _client_per_worker(workers.url)
+    try:
+        assert sorted(s[-3:] for s in clients) == ["-w0", "-w1"]
+        (sa, a), (sb, b) = sorted(clients.items())
+        for src, dst, pid in ((a, b, 92_000), (b, a, 92_001)):
+            add_posts(src, "", [pid], author=4)
+            t0 = time.monotonic()
+            while True:
+                items = dst.post("/v1/retrieve", json={"user_id": 0, "k": 1000, "exclude_seen": False}).json()["items"]
+                if pid in {i["post_id"] for i in items}:
+                    break
+                assert time.monotonic() - t0 < 1.0, f"post {pid} not retrievable through the other worker in 1 s"
+                time.sleep(0.05)
+        user = 3
+        before = a.post("/v1/feed", json={"user_id": user, "k": 100}).json()["items"]
+        author = next(i["author_id"] for i in before)
+        assert b.put(f"/v1/users/{user}/blocks/{author}", headers=AUTH).status_code == 200
+        after = a.post("/v1/feed", json={"user_id": user, "k": 100}).json()["items"]
+        assert after and author not in {i["author_id"] for i in after}
+    finally:
+        for c in clients.values():
+            c.close()
