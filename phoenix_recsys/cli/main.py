@@ -23,6 +23,7 @@ app = typer.Typer(
 app.command("rank-demo")(demos.rank_demo)
 app.command("retrieve-demo")(demos.retrieve_demo)
 app.command("evaluate")(train_cli.evaluate_cmd)
+app.command("tune")(train_cli.tune_cmd)
 
 # Command groups, each a module exposing a Typer sub-app; a group whose module is absent is skipped
 # so the CLI keeps working while a group is being built.

@@ -284,3 +284,41 @@ def config_schema_cmd() -> None:
     from phoenix_recsys.train.jobfile import job_schema
 
     print_json(job_schema())
+
+
+@domain_errors
+def tune_cmd(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the trials' bundles and study.db.")],
+    config: Annotated[Path, typer.Option("--config", help='Job file with a "tune" section (search space).')],
+    trials: Annotated[int, typer.Option("--trials", help="Trials to add to the study this run.")] = 10,
+    study: Annotated[str | None, typer.Option(
+        "--study", help="Optuna storage URL, e.g. sqlite:///study.db (default: OUT/study.db); rerun to resume.")] = None,
+    study_name: Annotated[str, typer.Option("--study-name", help="Study within the storage.")] = "phoenix-tune",
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    protocol: ProtocolOpt = "time",
+    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search hyper-parameters with Optuna over the job file's "tune" section, optimising a validation
+    metric; prints the best trial and its job config. Example job.json:
+
+        {"train": {"eval_every": 100}, "tune": {"kind": "ranker", "metric": "mean_auroc",
+         "params": {"train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": true},
+                    "model.model.num_layers": {"choices": [1, 2]}}}}
+    """
+    from phoenix_recsys.train.run import JobConfig
+    from phoenix_recsys.train.tune import tune
+
+    if steps is not None and epochs is not None:
+        raise ValueError("give --steps or --epochs, not both")
+    res = tune(data, out, JobConfig.load(config), trials=trials, storage=study, study_name=study_name, steps=steps,
+               epochs=epochs, protocol=protocol, seed=seed, progress=False)
+    if as_json:
+        print_json(res.to_json())
+        return
+    console.print(f"study {res.study} ({res.storage}): {res.trials} trials; best trial {res.best_trial}: "
+                  f"{res.metric} = {res.best_value:.4f}")
+    console.print("best config (save as a --config job file):")
+    console.print_json(data=res.best_config)
