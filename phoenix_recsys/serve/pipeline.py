@@ -435,7 +435,7 @@ class FeedService:
         history = self.user_model_history(user_id)
         followed = self.store.followed_authors(user_id)
         seen = self.seen_set(user_id, now)
-        blocked = self.store.blocked_or_muted_authors(user_id)
+        blocked = self._hidden_authors(user_id)
         served = (
             self.store.served_posts(user_id, session_id, limit=s.served_limit) if session_id else np.zeros(0, np.int64)
         )
@@ -586,12 +586,21 @@ class FeedService:
         ok = res.ids[0] >= 0
         ids, scores = res.ids[0][ok], res.scores[0][ok]
         authors = self.store.get_posts(ids).author_ids if ids.size else np.zeros(0, np.int64)
+        if user_id is not None and ids.size:
+            # Blocks and mutes (both directions) hold for retrieval too; hidden posts are dropped
+            # after the search, so a viewer with many hidden authors may get fewer than k.
+            keep = ~np.isin(authors, self._hidden_authors(user_id))
+            ids, scores, authors = ids[keep], scores[keep], authors[keep]
         items = tuple(
             RetrievedPost(post_id=int(p), author_id=int(a), score=float(sc))
             for p, a, sc in zip(ids.tolist(), authors.tolist(), scores.tolist(), strict=True)
         )
         s = self.runtime.retrieval_config.history_seq_len if self.runtime.retrieval_config else len(h)
         return RetrieveResult(user_id=user_id, history_length=min(len(h), s), items=items)
+
+    def _hidden_authors(self, user_id: int) -> np.ndarray:
+        """Authors whose posts `user_id` must not see: those it blocked or muted, and those who blocked it."""
+        return np.union1d(self.store.blocked_or_muted_authors(user_id), self.store.authors_blocking(user_id))
 
     def user_events(self, user_id: int, limit: int) -> History:
         """The user's `limit` most recent stored events (every engagement), oldest first."""

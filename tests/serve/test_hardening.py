@@ -88,3 +88,35 @@ def test_the_same_post_id_twice_is_an_upsert_latest_write_wins(client):
     assert store.num_posts() == n + 1
     assert int(got.author_ids[0]) == 12 and got.text[0] == "second"
     assert store.post_seq() == seq + 2  # both writes are in the post sequence (followers re-read it)
+
+
+def _feed_authors(client, user: int) -> set[int]:
+    r = client.post("/v1/feed", json={"user_id": user, "k": 30})
+    assert r.status_code == 200, r.text
+    return {int(it["author_id"]) for it in r.json()["items"]}
+
+
+def test_an_author_who_blocked_the_viewer_is_absent_from_feed_and_retrieve(client):
+    svc = client.app.state.service
+    u = next(x for x in range(40) if len(svc.user_model_history(x)) >= 3)
+    authors = _feed_authors(client, u)
+    assert authors
+    a = sorted(authors)[0]
+    assert svc.store.block(a, u)  # the author blocks the viewer (reverse block)
+    assert a not in _feed_authors(client, u)
+    r = client.post("/v1/retrieve", json={"user_id": u, "k": 200, "exclude_seen": False})
+    assert r.status_code == 200, r.text
+    got = {int(i["author_id"]) for i in r.json()["items"]}
+    assert got and a not in got
+
+
+def test_retrieve_honours_the_viewers_blocks(client):
+    svc = client.app.state.service
+    u = next(x for x in range(40) if len(svc.user_model_history(x)) >= 3)
+    body = {"user_id": u, "k": 200, "exclude_seen": False}
+    before = {int(i["author_id"]) for i in client.post("/v1/retrieve", json=body).json()["items"]}
+    a = sorted(before)[0]
+    r = client.put(f"/v1/users/{u}/blocks/{a}", headers=AUTH)
+    assert r.status_code == 200, r.text
+    after = {int(i["author_id"]) for i in client.post("/v1/retrieve", json=body).json()["items"]}
+    assert after and a not in after

@@ -472,6 +472,11 @@ class SQLStore(Store):
             (uid, uid),
         )
 
+    def authors_blocking(self, user_id: int) -> np.ndarray:
+        """`[K]` int64 users who blocked `user_id` (reverse blocks: their posts are hidden from it), ascending."""
+        uid = v.scalar_int("user_id", user_id)
+        return self._scalar_ints("SELECT user_id FROM blocks WHERE author_id = ? ORDER BY user_id", (uid,))
+
     # -- served / seen --------------------------------------------------------------------------
     def mark_served(self, user_id: int, post_ids: Any, session_id: str, *, served_at: int | None = None) -> int:
         """Record that these posts were served to the user in this session (for pagination).
