@@ -86,6 +86,29 @@ def synth(
     )
 
 
+@data_app.command("scale")
+def scale(
+    out: OutDir,
+    users: Annotated[int, typer.Option("--users", help="Number of users.")] = 100_000,
+    posts: Annotated[int, typer.Option("--posts", help="Number of posts.")] = 1_000_000,
+    events: Annotated[int, typer.Option("--events", help="Number of impressions (events rows).")] = 10_000_000,
+    heavy_users: Annotated[int, typer.Option("--heavy-users", help="Users with --heavy-events events each.")] = 20,
+    heavy_events: Annotated[int, typer.Option("--heavy-events", help="Lifetime events of a heavy user.")] = 100_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the dataset is a function of it.")] = 0,
+) -> None:
+    """Stream a large skewed world (heavy users, popular authors) to Parquet in bounded memory (load tests)."""
+    from phoenix_recsys.data.scale import ScaleConfig, generate_scale_world
+
+    t0 = time.perf_counter()
+    try:
+        cfg = ScaleConfig(users=users, posts=posts, events=events, heavy_users=heavy_users, heavy_events=heavy_events, seed=seed)
+        stats = generate_scale_world(out, cfg, load=False)
+    except ValueError as e:
+        raise _fail(e) from None
+    stats["seconds"] = round(time.perf_counter() - t0, 2)
+    typer.echo(json.dumps({"path": str(out), **stats}, indent=2))
+
+
 @data_app.command("import")
 def import_(
     fmt: Annotated[ImportFormat, typer.Argument(help="Source format.", metavar="FORMAT")],

@@ -28,7 +28,8 @@ DataOpt = Annotated[
 # Defaults that live in the settings (not in the signature) are shown with `show_default=`: a literal
 # "[default: ...]" in help text would be parsed as Rich markup and vanish.
 StoreOpt = Annotated[
-    Path | None, typer.Option("--store", help="SQLite store file.", show_default="BUNDLE/store.sqlite")
+    str | None,
+    typer.Option("--store", help="SQLite store file, or a postgresql:// URL.", show_default="BUNDLE/store.sqlite"),
 ]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="JSON file of settings (PHOENIX_* environment variables override it).")
@@ -92,7 +93,7 @@ def serve(
     service = FeedService.open(bundle, settings=settings, data_dir=data)
     info = service.index_info
     err_console.print(
-        f"store {escape(str(service.store.path))}; index: "
+        f"store {escape(service.store.location)}; index: "
         + ("none (no retrieval model)" if info is None else f"{info.size:,} posts ({info.source}, {info.directory})")
         + ("" if service.warmup_s is None else f"; warm-up {service.warmup_s:.1f} s"),
         highlight=False,

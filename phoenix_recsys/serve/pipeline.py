@@ -204,7 +204,7 @@ class FeedService:
             programs between services (tests, several stores).
           settings: default `ServeSettings(writes_enabled=False)` (library use, no HTTP).
           data_dir: dataset directory seeding an empty store; ignored once the store has posts.
-          store_path: the SQLite file; default `settings.store_path` or `<bundle>/store.sqlite`.
+          store_path: the SQLite file or postgresql:// URL; default `settings.store_path` or `<bundle>/store.sqlite`.
 
         Returns:
           A ready service (warmed up when `settings.warmup`).
@@ -216,11 +216,13 @@ class FeedService:
             runtime = ModelRuntime(bundle, chunk_size=settings.chunk_size)
         else:
             runtime = ModelRuntime.load(bundle, chunk_size=settings.chunk_size)
-        path = Path(store_path or settings.store_path or runtime.bundle.path / "store.sqlite")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        target = store_path or settings.store_path or runtime.bundle.path / "store.sqlite"
+        if not str(target).startswith(("postgresql://", "postgres://")):  # a URL is opened as given
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
         # Several processes on one SQLite file (workers, replicas) must say so: each then follows
         # the post sequence for the others' posts.
-        store = Store.open(path, **({"multi_writer": True} if settings.store_multi_writer else {}))
+        store = Store.open(target, **({"multi_writer": True} if settings.store_multi_writer else {}))
         try:
             if data_dir is not None:
                 seed_store(store, data_dir, runtime.vocab)

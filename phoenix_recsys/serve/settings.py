@@ -167,7 +167,8 @@ class ServeSettings(BaseSettings):
     clock: Clock = Clock.DATA
     product_surface: NonNegInt = 0
 
-    store_path: Path | None = None
+    # A SQLite file path, or a postgresql:// URL (kept a str: Path would fold its '//').
+    store_path: str | Path | None = None
     index_dir: Path | None = None
     index_exact_max_size: NonNegInt = 50_000
     hnsw_ef_search: PositiveInt = 128

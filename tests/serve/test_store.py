@@ -1,4 +1,9 @@
-"""Tests for serve.store: pragmas, migrations, round trips, atomicity, threads, durability, seeding."""
+"""Tests for serve.store: pragmas, migrations, round trips, atomicity, threads, durability, seeding.
+
+The `store` fixture runs every behaviour test against both backends (SQLite always; PostgreSQL on
+a throwaway server via `pg_url`, skipped with the reason when PostgreSQL is not installed).
+SQLite-only mechanics (pragmas, file migrations, kill -9 of the file's writer) use `sqlite_store`.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +27,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def store(tmp_path):
+def sqlite_store(tmp_path):
     with Store.open(tmp_path / "store.db") as s:
+        yield s
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        target = tmp_path / "store.db"
+    else:
+        target = request.getfixturevalue("pg_url")
+    with Store.open(target) as s:
+        assert s.backend == request.param
         yield s
 
 
@@ -32,7 +48,8 @@ def _posts(store: Store, n: int = 10, authors: int = 3) -> None:
 
 
 # -- connection settings and migrations -----------------------------------------------------------
-def test_pragmas_on_every_thread(store):
+def test_pragmas_on_every_thread(sqlite_store):
+    store = sqlite_store
     results = []
 
     def check():
@@ -323,7 +340,7 @@ def test_concurrent_writers_lose_nothing(store):
     for t in range(n_threads):
         assert len(store.get_history(t, 1000)) == n_writes
         assert len(store.followed_authors(t)) == n_writes
-    total = store._conn().execute("SELECT COUNT(*) FROM engagements").fetchone()[0]
+    total = store._fetchone("SELECT COUNT(*) FROM engagements")[0]
     assert total == n_threads * n_writes
 
 
@@ -417,7 +434,7 @@ def test_seed_100k_rows_is_fast(store):
     t0 = time.perf_counter()
     rep = store.seed_from_tables(events, action_names=PHOENIX_ACTIONS.names)
     elapsed = time.perf_counter() - t0
-    n_eng = store._conn().execute("SELECT COUNT(*) FROM engagements").fetchone()[0]
+    n_eng = store._fetchone("SELECT COUNT(*) FROM engagements")[0]
     assert n_eng == rep.engagements > 50_000
     assert elapsed < 10.0, f"seeding 100k rows took {elapsed:.1f}s"
 

@@ -1,7 +1,7 @@
 """The store: posts, engagements and the social graph behind one interface (`base.Store`).
 
 `open_store(target)` picks the backend once, at open: a `postgresql://` URL is a server store
-(not in this version yet), anything else a SQLite file path (the embedded default). The public
+(`postgres.py`), anything else a SQLite file path (the embedded default). The public
 names of the former single module are re-exported, so
 `from phoenix_recsys.serve.store import Store, History, PostRows` keeps working.
 """
@@ -26,15 +26,17 @@ from phoenix_recsys.serve.store.sqlite import MIGRATIONS, SQLiteStore, _split_sq
 
 
 def open_store(target: str | Path, **kwargs: Any) -> Store:
-    """Open the store at `target`: a SQLite file path (created if needed).
+    """Open the store at `target`: a `postgresql://` URL (PostgresStore) or a SQLite file path.
 
     Args:
-      target: a path; `postgresql://` URLs are refused until that backend lands.
+      target: a `postgresql://user@host:port/db` URL, or a file path (created if needed).
       kwargs: passed to the backend's `open` (e.g. `migrations`).
     """
     text = str(target)
     if text.startswith(("postgresql://", "postgres://")):
-        raise ValueError("the PostgreSQL store backend is not available in this version")
+        from phoenix_recsys.serve.store.postgres import PostgresStore  # psycopg only when asked for
+
+        return PostgresStore.open(text, **kwargs)
     return SQLiteStore.open(target, **kwargs)
 
 

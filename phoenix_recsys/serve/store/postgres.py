@@ -1,0 +1,257 @@
+"""The server backend: PostgreSQL through a psycopg 3 connection pool; the same promises as SQLite.
+
+* Atomicity: every public write is one server-side transaction on one pooled connection;
+  `transaction()` groups several (nested use is a SAVEPOINT, psycopg's nested `transaction()`),
+  and reads inside it run on that connection, so they see its uncommitted rows.
+* Durability: COMMIT returns after the WAL is flushed (the server's default
+  `synchronous_commit=on`); a write whose call returned survives kill -9 of either process.
+* Several writers (servers) at once: constraints and the identity column do what SQLite's single
+  writer did. The post sequence (`post_log.seq`, an identity = a sequence) never hands a number out
+  twice; to keep numbers visible in order, each writer takes a transaction-scoped advisory lock
+  just before appending to post_log (`_before_post_log`), so post-log appends commit one after
+  another, in number order (other writes are not serialised). A trigger NOTIFYs `phoenix_posts` at
+  commit; `wait_for_posts` LISTENs on it.
+* Schema: the numbered files of `migrations/postgres/`, applied at open under a session advisory
+  lock, so two servers opening a blank database at once apply each step exactly once.
+* Reads outside a transaction run on a pooled autocommit connection (each is its own snapshot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from phoenix_recsys.serve.store import _validate as v
+from phoenix_recsys.serve.store.base import SchemaVersionError
+from phoenix_recsys.serve.store.migrations import Migration, check_migrations, load_migrations
+from phoenix_recsys.serve.store.sql import SQLStore
+
+MIGRATIONS: tuple[Migration, ...] = load_migrations("postgres")
+
+#: Channel the post_log trigger notifies (migration 0002).
+POSTS_CHANNEL = "phoenix_posts"
+# Advisory lock keys (any two distinct bigints; these spell "phx" + a role).
+_MIGRATE_LOCK = 0x706878_0001
+_POST_LOG_LOCK = 0x706878_0002
+# A plain multi-row insert (no ON CONFLICT / RETURNING) is the same as COPY, which is ~10x faster.
+_PLAIN_INSERT = re.compile(r"^\s*INSERT INTO (\w+) \(([\w, ]+)\) VALUES \([?, ]+\)\s*$", re.IGNORECASE)
+_COPY_MIN_ROWS = 500
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class PostgresStore(SQLStore):
+    """Thread-safe handle on one PostgreSQL database; see the module docstring."""
+
+    backend = "postgres"
+
+    def __init__(self, url: str, migrations: Sequence[Migration], *, min_size: int, max_size: int) -> None:
+        """Use `PostgresStore.open`."""
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self._psycopg = psycopg
+        self._url = url
+        self._local = threading.local()
+        self._closed = False
+        self._listen_lock = threading.Lock()
+        self._listener: Any = None
+        self._pool = ConnectionPool(
+            url, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=False, name="phoenix-store"
+        )
+        try:
+            self._pool.open(wait=True, timeout=30.0)
+            self._migrate(migrations)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(  # type: ignore[override]
+        cls,
+        url: str,
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        min_size: int = 1,
+        max_size: int = 10,
+        read_only: bool = False,
+        multi_writer: bool = True,
+    ) -> PostgresStore:
+        """Connect to the database at `url` (`postgresql://user[:pw]@host[:port]/db`) and migrate it.
+
+        Args:
+          url: a libpq URL.
+          migrations: the schema history; tests pass extra ones.
+          min_size, max_size: connection pool bounds (max_size = concurrent queries).
+          read_only, multi_writer: accepted for symmetry with SQLite; PostgreSQL always has many
+            writers and needs no writer lock.
+
+        Raises:
+          SchemaVersionError: the database has migrations this code does not know.
+        """
+        del read_only, multi_writer
+        if not str(url).startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"url must start with postgresql://, got {redact_url(str(url))!r}")
+        if not 1 <= min_size <= max_size:
+            raise ValueError(f"pool sizes need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+        check_migrations(migrations)
+        return cls(str(url), tuple(migrations), min_size=min_size, max_size=max_size)
+
+    def close(self) -> None:
+        """Close the pool and the listener connection."""
+        self._closed = True
+        with contextlib.suppress(Exception):
+            if self._listener is not None:
+                self._listener.close()
+        self._pool.close()
+
+    @property
+    def location(self) -> str:
+        return redact_url(self._url)
+
+    # -- the dialect --------------------------------------------------------------------------------
+    def _q(self, sql: str) -> str:
+        # Shared SQL holds no literal '?' or '%', so this rewrite is exact.
+        return sql.replace("?", "%s")
+
+    def _ids_table(self, alias: str) -> str:
+        return f"unnest(%s::bigint[]) AS {alias}(value)"
+
+    def _ids_param(self, ids: np.ndarray) -> Any:
+        return ids.tolist()
+
+    def _before_post_log(self, conn: Any) -> None:
+        # Held to COMMIT: post-log appends commit in the order their numbers were drawn.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_POST_LOG_LOCK,))
+
+    def _is_missing_post_error(self, e: BaseException) -> bool:
+        return isinstance(e, self._psycopg.errors.ForeignKeyViolation)
+
+    def _executemany(self, conn: Any, sql: str, rows: Sequence[tuple]) -> int:
+        if not rows:
+            return 0
+        plain = _PLAIN_INSERT.match(sql)
+        if plain is not None and len(rows) >= _COPY_MIN_ROWS:
+            # Same rows, same constraints (FKs and checks still fire), one round trip.
+            with conn.cursor() as cur, cur.copy(f"COPY {plain.group(1)} ({plain.group(2)}) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+            return len(rows)
+        with conn.cursor() as cur:
+            cur.executemany(self._q(sql), rows)
+            return int(cur.rowcount)
+
+    def _execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        with conn.cursor() as cur:
+            cur.execute(self._q(sql), tuple(params))
+            return int(cur.rowcount)
+
+    # -- connections and transactions ---------------------------------------------------------------
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        if self._closed:
+            raise RuntimeError("Store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn.execute(self._q(sql), tuple(params)).fetchall()
+        with self._pool.connection() as c:
+            return c.execute(self._q(sql), tuple(params)).fetchall()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """An atomic unit of writes: all commit, or (on any exception) none do; nested = savepoint.
+
+        Yields:
+          The psycopg connection the transaction runs on (this thread's, until it ends).
+        """
+        if self._closed:
+            raise RuntimeError("Store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with conn.transaction():
+                yield conn
+            return
+        with self._pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                with conn.transaction():
+                    yield conn
+            finally:
+                self._local.conn = None
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        with self._pool.connection() as conn:
+            # Session lock, not transaction lock: it must span every step's own transaction.
+            conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK,))
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                    )
+                for m in migrations:
+                    with conn.transaction():
+                        have = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+                        if m.version <= have:
+                            continue
+                        conn.execute(m.sql)  # no parameters: psycopg sends the script as one simple query
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                            (m.version, m.name, v.now()),
+                        )
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK,))
+        have = self.schema_version()
+        if have > len(migrations):
+            raise SchemaVersionError(
+                f"{self.location} has schema version {have}, newer than this code's {len(migrations)}; "
+                "upgrade phoenix-recsys"
+            )
+
+    # -- the follower's wake-up --------------------------------------------------------------------
+    def wait_for_posts(self, seq: int, timeout: float) -> int:
+        """Like `Store.wait_for_posts`, woken by NOTIFY phoenix_posts instead of a 50 ms poll.
+
+        One thread at a time listens; a concurrent caller falls back to the poll.
+        """
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        now_seq = self.post_seq()
+        if now_seq > seq or timeout == 0:
+            return now_seq
+        if not self._listen_lock.acquire(blocking=False):
+            return super().wait_for_posts(seq, timeout)
+        try:
+            deadline = time.monotonic() + timeout
+            if self._listener is None or self._listener.closed:
+                self._listener = self._psycopg.connect(self._url, autocommit=True)
+                self._listener.execute(f"LISTEN {POSTS_CHANNEL}")
+            while True:
+                # Re-read after LISTEN is active, so a commit between the first read and LISTEN is seen.
+                now_seq = self.post_seq()
+                left = deadline - time.monotonic()
+                if now_seq > seq or left <= 0:
+                    return now_seq
+                for _ in self._listener.notifies(timeout=min(left, 5.0), stop_after=1):
+                    pass
+        except self._psycopg.OperationalError:
+            self._listener = None  # reconnect next time; poll for what is left now
+            return super().wait_for_posts(seq, max(0.0, deadline - time.monotonic()))
+        finally:
+            self._listen_lock.release()

@@ -1,0 +1,118 @@
+"""PostgreSQL-only store mechanics: racing opens, several writers' post sequence, LISTEN/NOTIFY.
+
+The behaviour every backend shares is in test_store.py (parametrised over both); these need a
+server (the session's throwaway cluster, `pg_url`) and skip with the reason without one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from phoenix_recsys.serve.store import Migration, SchemaVersionError, Store
+from phoenix_recsys.serve.store.postgres import MIGRATIONS, PostgresStore, redact_url
+
+
+def test_store_open_picks_postgres_and_redacts_the_password(pg_url):
+    with Store.open(pg_url) as s:
+        assert isinstance(s, PostgresStore) and s.path is None
+        assert s.applied_migrations() == [(m.version, m.name) for m in MIGRATIONS]
+    assert redact_url("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+
+
+def test_two_servers_opening_a_blank_database_at_once_migrate_it_once(pg_url):
+    stores, errors = [], []
+
+    def opener() -> None:
+        try:
+            stores.append(Store.open(pg_url))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert stores[0]._fetchone("SELECT COUNT(*) FROM schema_migrations")[0] == len(MIGRATIONS)
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_newer_schema_is_refused(pg_url):
+    extra = (*MIGRATIONS, Migration(version=len(MIGRATIONS) + 1, name="x", sql="CREATE TABLE x (a INT);"))
+    Store.open(pg_url, migrations=extra).close()
+    with pytest.raises(SchemaVersionError, match="newer"):
+        Store.open(pg_url)
+
+
+def test_several_writers_never_reuse_a_seq_and_numbers_appear_in_order(pg_url):
+    a, b = Store.open(pg_url), Store.open(pg_url)  # two "servers": separate pools
+    n = 30
+    seen_gaps = []
+
+    def writer(s: Store, base: int) -> None:
+        for i in range(n):
+            s.add_posts([base + i], [1], [i])
+
+    def watcher() -> None:
+        # A reader must never see number k without every number below k (they have no holes).
+        last = 0
+        while last < 2 * n:
+            seqs = a.posts_since(0).seqs.tolist()
+            if seqs != list(range(1, len(seqs) + 1)):
+                seen_gaps.append(seqs)
+            last = len(seqs)
+
+    threads = [threading.Thread(target=writer, args=(a, 0)), threading.Thread(target=writer, args=(b, 1000))]
+    w = threading.Thread(target=watcher)
+    w.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.join(timeout=30)
+    try:
+        ch = a.posts_since(0)
+        assert len(ch) == 2 * n and len(set(ch.seqs.tolist())) == 2 * n
+        assert sorted(ch.post_ids.tolist()) == list(range(n)) + list(range(1000, 1000 + n))
+        assert seen_gaps == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_wait_for_posts_is_woken_by_another_servers_write(pg_url):
+    follower, writer = Store.open(pg_url), Store.open(pg_url)
+    try:
+        t0 = time.monotonic()
+        assert follower.wait_for_posts(0, timeout=0.3) == 0
+        assert time.monotonic() - t0 >= 0.25
+        timer = threading.Timer(0.3, lambda: writer.add_posts([7], [1], [0]))
+        timer.start()
+        t0 = time.monotonic()
+        got = follower.wait_for_posts(0, timeout=20.0)
+        timer.join()
+        assert got == 1 and time.monotonic() - t0 < 5.0
+        assert follower.posts_since(0).post_ids.tolist() == [7]
+    finally:
+        follower.close()
+        writer.close()
+
+
+def test_bulk_engagements_by_copy_still_check_posts(pg_url):
+    with Store.open(pg_url) as s:
+        s.add_posts([1, 2], [1, 1], [0, 0])
+        n = 600  # above the COPY threshold
+        pid = np.where(np.arange(n) == 599, 404, 1 + np.arange(n) % 2)
+        with pytest.raises(ValueError, match="not in the store"):
+            s.add_engagements(np.arange(n), pid, np.arange(n), [{"like": 1}] * n)
+        assert s._fetchone("SELECT COUNT(*) FROM engagements")[0] == 0
+        assert s.add_engagements(np.arange(n), 1 + np.arange(n) % 2, np.arange(n), [{"like": 1}] * n) == n
+        assert len(s.get_history(5, 10)) == 1
