@@ -145,7 +145,7 @@ def test_event_changes_the_next_feed(client):
     first = client.post("/v1/feed", json={"user_id": u, "k": 10}).json()
     top = first["items"][0]["post_id"]
     r = client.post("/v1/events", headers=AUTH, json={"events": [{"user_id": u, "post_id": top, "actions": ["favorite"]}]})
-    assert r.status_code == 200 and r.json() == {"accepted": 1, "engagements": 1, "impressions": 0}
+    assert r.status_code == 200 and r.json() == {"accepted": 1, "duplicates": 0, "engagements": 1, "impressions": 0}
     second = client.post("/v1/feed", json={"user_id": u, "k": 10}).json()
     assert second["history_length"] == first["history_length"] + 1
     assert top not in {i["post_id"] for i in second["items"]}

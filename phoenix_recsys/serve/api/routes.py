@@ -100,12 +100,17 @@ def post_events(body: EventsRequest, service: ServiceDep, _: WriteAccess) -> Any
         [
             NewEvent(
                 user_id=e.user_id, post_id=e.post_id, actions=_actions_dict(e.actions), timestamp=e.timestamp,
-                product_surface=e.product_surface,
+                product_surface=e.product_surface, event_id=e.event_id,
             )
             for e in body.events
         ]
     )
-    return {"accepted": len(body.events), "engagements": result.engagements, "impressions": result.impressions}
+    return {
+        "accepted": len(body.events) - result.duplicates,
+        "duplicates": result.duplicates,
+        "engagements": result.engagements,
+        "impressions": result.impressions,
+    }
 
 
 @posts_router.post("/posts", response_model=PostsResponse, responses={**_422, **_401})
