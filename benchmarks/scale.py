@@ -129,7 +129,8 @@ def run() -> dict:
         port = _free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
         cmd = [sys.executable, "-m", "phoenix_recsys.cli.main", "serve", str(root / "bundle"), "--data", str(root / "world"),
-               "--store", str(root / "store.sqlite"), "--port", str(port), "--read-only", "--log-level", "warning"]  # fmt: skip
+               "--store", str(root / "store.sqlite"), "--port", str(port), "--read-only", "--public-reads",
+               "--log-level", "warning"]  # fmt: skip  (reads need a key unless --public-reads)
         t_start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"))
         try:

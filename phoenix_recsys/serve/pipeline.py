@@ -643,10 +643,20 @@ class FeedService:
                 ("events", i, "post_id"), f"post {int(pids[i])} is not in the store; add it with POST /v1/posts first",
                 kind="unknown_post",
             )
-        eng = [c for c in clean if c[3]]
-        imp = [c for c in clean if not c[3]]
-        n_imp = 0
+        n_imp = n_dup = 0
         with self.store.transaction():
+            # Claim client event ids in the writing transaction: a replay is skipped, and a
+            # request that fails claims nothing, so its retry is written.
+            with_id = [i for i, e in enumerate(events) if e.event_id is not None]
+            if with_id:
+                fresh = self.store.claim_event_ids(
+                    [clean[i][0] for i in with_id], [str(events[i].event_id) for i in with_id]
+                )
+                dup = {i for i, f in zip(with_id, fresh.tolist(), strict=True) if not f}
+                n_dup = len(dup)
+                clean = [c for i, c in enumerate(clean) if i not in dup]
+            eng = [c for c in clean if c[3]]
+            imp = [c for c in clean if not c[3]]
             if eng:
                 self.store.add_engagements(
                     [c[0] for c in eng], [c[1] for c in eng], [c[2] for c in eng], [c[3] for c in eng],
@@ -654,8 +664,9 @@ class FeedService:
                 )
             for c in imp:
                 n_imp += self.store.mark_seen(c[0], [c[1]], seen_at=c[2])
-        self._observe_time(max(c[2] for c in clean))
-        return EventsResult(engagements=len(eng), impressions=n_imp)
+        if clean:
+            self._observe_time(max(c[2] for c in clean))
+        return EventsResult(engagements=len(eng), impressions=n_imp, duplicates=n_dup)
 
     def add_posts(self, posts: Sequence[NewPost]) -> int:
         """Add (or update) posts in the store and the corpus index, so they are retrievable at once.
