@@ -195,3 +195,12 @@ def test_token_bucket_refills_at_its_rate():
     assert rl.acquire("b") == 0.0  # buckets are per principal
     now[0] = 1.0  # two tokens back
     assert rl.acquire("a") == 0.0 and rl.acquire("a") == 0.0 and rl.acquire("a") > 0
+
+
+def test_readyz_is_open_and_503_until_the_index_is_loaded(make_settings_client, monkeypatch):
+    c = make_settings_client(public_reads=False)
+    r = c.get("/readyz")
+    assert r.status_code == 200 and r.json() == {"ready": True, "checks": {"models": True, "index": True, "store": True}}
+    monkeypatch.setattr(type(c.app.state.service), "index", property(lambda self: None))  # index not built yet
+    r = c.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["index"] is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from phoenix_recsys.serve.api.deps import (
@@ -186,3 +186,20 @@ def post_reload_keys(request: Request, _: AdminAccess) -> Any:
     """Re-read the keys from the settings file and environment (rotation without downtime; admin scope)."""
     ring = request.app.state.reload_keys()
     return {"keys": len(ring), "names": ring.names}
+
+
+@ops_router.get("/readyz", responses={503: {"description": "Not ready: the body names what is missing."}})
+def get_ready(service: ServiceDep) -> JSONResponse:
+    """Readiness (open): 200 once the ranker, the corpus index (when there is a retriever) and the store answer.
+
+    `/healthz` is liveness only; load balancers should route traffic by this one.
+    """
+    checks: dict[str, bool] = {"models": getattr(service, "runtime", None) is not None}
+    checks["index"] = checks["models"] and (not service.runtime.has_retrieval or service.index is not None)
+    try:
+        service.store.schema_version()
+        checks["store"] = True
+    except Exception:  # noqa: BLE001 - any store failure means not ready, never a 500
+        checks["store"] = False
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
