@@ -120,3 +120,24 @@ def test_retrieve_honours_the_viewers_blocks(client):
     assert r.status_code == 200, r.text
     after = {int(i["author_id"]) for i in client.post("/v1/retrieve", json=body).json()["items"]}
     assert after and a not in after
+
+
+def test_a_full_disk_is_a_503_and_writes_nothing(client, monkeypatch):
+    store = client.app.state.service.store
+    n, seq = store.num_posts(), store.post_seq()
+    orig = store._conn
+
+    def full_conn():
+        # A real SQLITE_FULL: the file may not grow past its current size on this connection.
+        c = orig()
+        c.execute(f"PRAGMA max_page_count = {c.execute('PRAGMA page_count').fetchone()[0]}")
+        return c
+
+    monkeypatch.setattr(store, "_conn", full_conn)
+    posts = [{"post_id": 70_000 + i, "author_id": 1, "text": "x" * 5000} for i in range(200)]
+    r = client.post("/v1/posts", json={"posts": posts}, headers=AUTH)
+    assert r.status_code == 503, r.text
+    assert r.json()["detail"]["type"] == "store_unavailable" and "full" in r.json()["detail"]["msg"]
+    assert "Traceback" not in r.text
+    monkeypatch.setattr(store, "_conn", orig)
+    assert store.num_posts() == n and store.post_seq() == seq

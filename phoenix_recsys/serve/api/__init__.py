@@ -13,6 +13,7 @@ Keys reload without a restart (`reload_keys`), and each key has a token-bucket r
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,20 @@ def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
     if exc.ctx:
         err["ctx"] = exc.ctx
     return JSONResponse({"detail": [err]}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _store_error(_: Request, exc: Exception) -> JSONResponse:
+    """A store that cannot take writes (disk full, read-only file) is a 503 naming the problem.
+
+    The write's transaction has rolled back by the time this runs, so nothing is half-written;
+    the body carries SQLite's message only, never a stack trace.
+    """
+    msg = str(exc)
+    low = msg.lower()
+    if "full" in low or "readonly" in low or "read-only" in low or "i/o" in low or "locked" in low:
+        detail = {"type": "store_unavailable", "msg": f"the store cannot take this write: {msg}"}
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return JSONResponse({"detail": {"type": "store_error", "msg": msg}}, status_code=500)
 
 
 def _unsupported(_: Request, exc: Exception) -> JSONResponse:
@@ -105,6 +120,7 @@ def create_app(
     app.state.reload_keys = reload_keys
     app.add_exception_handler(InvalidRequest, _invalid_request)
     app.add_exception_handler(Unsupported, _unsupported)
+    app.add_exception_handler(sqlite3.OperationalError, _store_error)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(_ObserveMiddleware, metrics=app.state.metrics)
     for router in (feed_router, rank_router, retrieve_router, events_router, posts_router, users_router, ops_router,
