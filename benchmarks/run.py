@@ -19,9 +19,10 @@ BENCHMARKS = {
     "feed": ("benchmarks.feed", "Feed latency (full pipeline, one process)"),
     "quality": ("benchmarks.quality", "Quality"),
     "train_mesh": ("benchmarks.train_mesh", "Training throughput on a device mesh"),
+    "scale": ("benchmarks.scale", "Scale: the feed over HTTP on a large skewed world"),
 }
 QUICK = ("ranking", "feed")
-MAKE_TARGETS = {"quality": "make bench-quality"}
+MAKE_TARGETS = {"quality": "make bench-quality", "scale": "phoenix-recsys bench run scale"}
 DOC = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 

@@ -41,12 +41,24 @@ def run_cmd(
     work: Annotated[Path | None, typer.Option("--work", help="Work directory (default ./runs/bench-NAME).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Override the training steps.")] = None,
     results: Annotated[Path | None, typer.Option("--results", help="Also write the summary JSON here.")] = None,
+    size: Annotated[
+        str | None, typer.Option("--size", help="scale only: USERSxPOSTSxEVENTS (default 100000x1000000x10000000).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run one quality benchmark end to end and print its summary."""
+    """Run one quality benchmark end to end and print its summary (`scale`: the HTTP load benchmark)."""
     from phoenix_recsys.cli.train import print_report
     from phoenix_recsys.train.quality import jobs, run_job
 
+    if name == "scale":  # the HTTP load benchmark (issue 13), run from a source checkout
+        import os
+
+        from benchmarks.run import main as bench_main
+
+        if size is not None:
+            os.environ["PHOENIX_SCALE_SIZE"] = size
+        bench_main(["scale"])
+        return
     all_jobs = jobs()
     if name not in all_jobs:
         raise ValueError(f"unknown benchmark {name!r}; known: {sorted(all_jobs)}")
