@@ -129,7 +129,8 @@ def run() -> dict:
         port = _free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
         cmd = [sys.executable, "-m", "phoenix_recsys.cli.main", "serve", str(root / "bundle"), "--data", str(root / "world"),
-               "--store", str(root / "store.sqlite"), "--port", str(port), "--read-only", "--log-level", "warning"]  # fmt: skip
+               "--store", str(root / "store.sqlite"), "--port", str(port), "--read-only", "--public-reads",
+               "--log-level", "warning"]  # fmt: skip  (reads need a key unless --public-reads)
         t_start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"))
         try:
@@ -211,7 +212,9 @@ def table(result: dict) -> str:
             f"({s['heavy_users']} heavy users with {s['heavy_events']:,} events), generated in "
             f"{result['world']['seconds']:.0f} s; server ready in {result['server_ready_s']:.0f} s "
             f"(seeding + index build), RSS {result['server_rss_mib']:.0f} MiB; {s['duration_s']:.0f} s per "
-            f"concurrency, one worker.\n\n")  # fmt: skip
+            f"concurrency, one worker. Run as `PHOENIX_SCALE_HEAVY={s['heavy_users']}x{s['heavy_events']} "
+            f"PHOENIX_SCALE_DURATION={s['duration_s']:.0f} phoenix-recsys bench run scale --size "
+            f"{s['users']}x{s['posts']}x{s['events']}`.\n\n")  # fmt: skip
     rows = [[r["concurrency"], f"{r['requests_per_s']:.1f}", r["errors"]]
             + [f"{r[c]['p50_ms']:.0f} / {r[c]['p99_ms']:.0f}" for c in CLASSES] for r in result["rows"]]  # fmt: skip
     t1 = markdown_table(["clients", "requests/s", "errors"] + [f"{c} p50 / p99 ms" for c in CLASSES], rows)

@@ -54,7 +54,11 @@ def serve(
     config: ConfigOpt = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Disable every write endpoint (403).")] = False,
     insecure_dev: Annotated[
-        bool, typer.Option("--insecure-dev", help="Allow writes without an API key (local development only).")
+        bool, typer.Option("--insecure-dev", help="With no key configured, accept every request (local development only).")
+    ] = False,
+    public_reads: Annotated[
+        bool,
+        typer.Option("--public-reads", help="Read endpoints need no key (off by default: reads need the read scope)."),
     ] = False,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="uvicorn log level.")] = LogLevel.INFO,
     workers: Annotated[
@@ -66,27 +70,34 @@ def serve(
 ) -> None:
     """Serve the feed API (POST /v1/feed, /v1/rank, /v1/retrieve, /v1/events, /v1/posts ...; docs at /docs).
 
-    Writes need `Authorization: Bearer $PHOENIX_API_KEY`; the server refuses to start with writes
-    enabled and no key unless --insecure-dev. Pass the key in the environment, never as a flag.
+    Every endpoint but /healthz and /readyz needs `Authorization: Bearer <key>` with its scope
+    (read, write, admin): PHOENIX_API_KEY (every scope) or named keys in PHOENIX_API_KEYS / the
+    --config file. --public-reads opens the reads. The server refuses to start with writes enabled
+    and no write key unless --insecure-dev. SIGHUP (or POST /v1/admin/reload-keys) reloads the keys.
+    Pass keys in the environment or the config file, never as a flag.
     """
     from phoenix_recsys.serve.api import create_app
     from phoenix_recsys.serve.pipeline import FeedService, apply_process_settings
     from phoenix_recsys.serve.settings import load_settings
 
+    def reload_settings() -> Any:
+        return load_settings(
+            config_file=config,
+            host=host,
+            port=port,
+            store_path=store,
+            writes_enabled=False if read_only else None,
+            insecure_dev=True if insecure_dev else None,
+            public_reads=True if public_reads else None,
+        )
+
     # Settings first: a missing key fails in milliseconds, before the models load.
-    settings = load_settings(
-        config_file=config,
-        host=host,
-        port=port,
-        store_path=store,
-        writes_enabled=False if read_only else None,
-        insecure_dev=True if insecure_dev else None,
-    )
-    if settings.api_key is None and settings.writes_enabled:
-        err_console.print("[bold yellow]warning:[/] --insecure-dev: writes are accepted without a key")
+    settings = reload_settings()
+    if not settings.keys() and settings.insecure_dev:
+        err_console.print("[bold yellow]warning:[/] --insecure-dev: every request is accepted without a key")
     if workers > 1:
         _serve_workers(bundle, data, config, workers, log_level.value, settings, host=host, port=port, store=store,
-                       read_only=read_only, insecure_dev=insecure_dev)  # fmt: skip
+                       read_only=read_only, insecure_dev=insecure_dev, public_reads=public_reads)  # fmt: skip
         return
     err_console.print(f"loading {escape(str(bundle))} ...", highlight=False)
     apply_process_settings(settings)
@@ -99,10 +110,30 @@ def serve(
         highlight=False,
     )
     err_console.print(f"feed explorer: http://{settings.host}:{settings.port}/ui  (API docs at /docs)", highlight=False)
+    app = create_app(service, reload_settings=reload_settings)
+    _reload_keys_on_sighup(app)
     try:
-        run_server(create_app(service), host=settings.host, port=settings.port, log_level=log_level.value)
+        run_server(app, host=settings.host, port=settings.port, log_level=log_level.value)
     finally:
         service.close()
+
+
+def _reload_keys_on_sighup(app: Any) -> None:
+    """SIGHUP reloads the keys (rotation without downtime); a broken settings file keeps the old ring."""
+    import signal
+
+    if not hasattr(signal, "SIGHUP"):  # not on Windows
+        return
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        try:
+            ring = app.state.reload_keys()
+        except Exception as e:  # noqa: BLE001 - a bad reload must never take the server down
+            err_console.print(f"[bold red]key reload failed, keeping the old keys:[/] {escape(str(e))}", highlight=False)
+        else:
+            err_console.print(f"keys reloaded: {', '.join(ring.names) or 'none'}", highlight=False)
+
+    signal.signal(signal.SIGHUP, on_hup)
 
 
 def _serve_workers(
@@ -119,6 +150,7 @@ def _serve_workers(
         "host": flags["host"], "port": flags["port"],
         "store_path": None if flags["store"] is None else str(Path(flags["store"]).resolve()),
         "writes_enabled": False if flags["read_only"] else None, "insecure_dev": True if flags["insecure_dev"] else None,
+        "public_reads": True if flags["public_reads"] else None,
     }  # fmt: skip
     spec = WorkerSpec(
         bundle=str(bundle.resolve()), workers=workers, data=None if data is None else str(data.resolve()),

@@ -435,7 +435,7 @@ class FeedService:
         history = self.user_model_history(user_id)
         followed = self.store.followed_authors(user_id)
         seen = self.seen_set(user_id, now)
-        blocked = self.store.blocked_or_muted_authors(user_id)
+        blocked = self._hidden_authors(user_id)
         served = (
             self.store.served_posts(user_id, session_id, limit=s.served_limit) if session_id else np.zeros(0, np.int64)
         )
@@ -586,12 +586,21 @@ class FeedService:
         ok = res.ids[0] >= 0
         ids, scores = res.ids[0][ok], res.scores[0][ok]
         authors = self.store.get_posts(ids).author_ids if ids.size else np.zeros(0, np.int64)
+        if user_id is not None and ids.size:
+            # Blocks and mutes (both directions) hold for retrieval too; hidden posts are dropped
+            # after the search, so a viewer with many hidden authors may get fewer than k.
+            keep = ~np.isin(authors, self._hidden_authors(user_id))
+            ids, scores, authors = ids[keep], scores[keep], authors[keep]
         items = tuple(
             RetrievedPost(post_id=int(p), author_id=int(a), score=float(sc))
             for p, a, sc in zip(ids.tolist(), authors.tolist(), scores.tolist(), strict=True)
         )
         s = self.runtime.retrieval_config.history_seq_len if self.runtime.retrieval_config else len(h)
         return RetrieveResult(user_id=user_id, history_length=min(len(h), s), items=items)
+
+    def _hidden_authors(self, user_id: int) -> np.ndarray:
+        """Authors whose posts `user_id` must not see: those it blocked or muted, and those who blocked it."""
+        return np.union1d(self.store.blocked_or_muted_authors(user_id), self.store.authors_blocking(user_id))
 
     def user_events(self, user_id: int, limit: int) -> History:
         """The user's `limit` most recent stored events (every engagement), oldest first."""
@@ -643,10 +652,20 @@ class FeedService:
                 ("events", i, "post_id"), f"post {int(pids[i])} is not in the store; add it with POST /v1/posts first",
                 kind="unknown_post",
             )
-        eng = [c for c in clean if c[3]]
-        imp = [c for c in clean if not c[3]]
-        n_imp = 0
+        n_imp = n_dup = 0
         with self.store.transaction():
+            # Claim client event ids in the writing transaction: a replay is skipped, and a
+            # request that fails claims nothing, so its retry is written.
+            with_id = [i for i, e in enumerate(events) if e.event_id is not None]
+            if with_id:
+                fresh = self.store.claim_event_ids(
+                    [clean[i][0] for i in with_id], [str(events[i].event_id) for i in with_id]
+                )
+                dup = {i for i, f in zip(with_id, fresh.tolist(), strict=True) if not f}
+                n_dup = len(dup)
+                clean = [c for i, c in enumerate(clean) if i not in dup]
+            eng = [c for c in clean if c[3]]
+            imp = [c for c in clean if not c[3]]
             if eng:
                 self.store.add_engagements(
                     [c[0] for c in eng], [c[1] for c in eng], [c[2] for c in eng], [c[3] for c in eng],
@@ -654,8 +673,9 @@ class FeedService:
                 )
             for c in imp:
                 n_imp += self.store.mark_seen(c[0], [c[1]], seen_at=c[2])
-        self._observe_time(max(c[2] for c in clean))
-        return EventsResult(engagements=len(eng), impressions=n_imp)
+        if clean:
+            self._observe_time(max(c[2] for c in clean))
+        return EventsResult(engagements=len(eng), impressions=n_imp, duplicates=n_dup)
 
     def add_posts(self, posts: Sequence[NewPost]) -> int:
         """Add (or update) posts in the store and the corpus index, so they are retrievable at once.

@@ -84,6 +84,13 @@ class ModelRuntime:
         """Wrap a loaded bundle; it must hold a ranker (the retriever is optional)."""
         if bundle.ranker is None:
             raise ValueError(f"bundle {bundle.path} has no ranker; the feed needs one")
+        for kind in ("ranker", "retrieval"):
+            # Serving builds full-feature inputs; a model trained on pure ids would get inputs it never
+            # saw and answer wrongly without any error, so refuse it.
+            if bundle.train_config(kind).get("input_mode", "full") != "full":
+                raise ValueError(f"bundle {bundle.path}: its {kind} was trained with input_mode="
+                                 f"{bundle.train_config(kind)['input_mode']!r} (an evaluation-only setting); "
+                                 "serving needs input_mode='full'")
         self.bundle = bundle
         self.config = bundle.ranker.config
         self.vocab: ActionVocabulary = self.config.actions

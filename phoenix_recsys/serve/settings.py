@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import hashlib
 import json
 import os
 import re
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -68,6 +71,48 @@ class Clock(enum.StrEnum):
     DATA = "data"
 
 
+class Scope(enum.StrEnum):
+    """What a key may do: READ (feed, rank, retrieve, history, metrics), WRITE (events, posts,
+    relations), ADMIN (reload keys). Scopes are explicit: a write key reads only if it lists read."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+class ApiKey(BaseModel):
+    """One access key: a name (in logs and 403s, never the key), its SHA-256 and its scopes.
+
+    Give either `key` (the secret, >= 16 characters) or `sha256` (its hex digest, so a settings file
+    need not hold the secret). Only the digest is kept: the model drops the secret on validation.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: tuple[Scope, ...] = (Scope.READ,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_the_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "key" in data:
+            data = dict(data)
+            key = data.pop("key")
+            key = key.get_secret_value() if isinstance(key, SecretStr) else key
+            if not isinstance(key, str) or len(key) < MIN_API_KEY_LENGTH:
+                raise ValueError(f"key must be a string of at least {MIN_API_KEY_LENGTH} characters")
+            if "sha256" in data:
+                raise ValueError("give either key or sha256, not both")
+            data["sha256"] = hash_key(key)
+        return data
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of a key: what settings and the key ring keep instead of the key."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class SettingsError(ValueError):
     """Settings are invalid; the message names the field and its environment variable."""
 
@@ -77,10 +122,15 @@ class ServeSettings(BaseSettings):
 
     Attributes:
       host / port: where `serve` binds; loopback by default, so nothing is exposed by accident.
-      api_key: bearer key for write endpoints (and for reads when `protect_reads`).
+      api_key: one bearer key with every scope (read, write, admin); the simple setup.
+      api_keys: named keys with scopes (`ApiKey`), e.g. `[{"name": "backend", "key": "...",
+        "scopes": ["read", "write"]}]`; reloaded without a restart (SIGHUP or POST /v1/admin/reload-keys).
       writes_enabled: False (`--read-only`) makes every write endpoint answer 403.
-      insecure_dev: allow writes without any key (local development only).
-      protect_reads: also require the key on read endpoints (default off: see the trust model).
+      insecure_dev: with no key configured, accept every request without one (local development only).
+      public_reads: read endpoints need no key (`--public-reads`); off by default.
+      rate_limit_per_s / rate_limit_burst: per-key token bucket (per client address for anonymous
+        reads): `burst` requests at once, refilled at `per_s`; over it is 429 with Retry-After.
+        None turns it off.
       max_k / max_rank_candidates / max_retrieve_k / max_history_items / max_events_per_request /
         max_posts_per_request: request limits; exceeding one is a 422 naming the limit.
       in_network_limit / in_network_per_author: the in-network source (SPEC 7: 1,200, capped per
@@ -136,8 +186,11 @@ class ServeSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = None
     writes_enabled: bool = True
+    api_keys: tuple[ApiKey, ...] = ()
     insecure_dev: bool = False
-    protect_reads: bool = False
+    public_reads: bool = False
+    rate_limit_per_s: float | None = Field(None, gt=0)
+    rate_limit_burst: PositiveInt = 50
 
     max_k: PositiveInt = 200
     max_rank_candidates: RequestLimit = 5000
@@ -198,6 +251,15 @@ class ServeSettings(BaseSettings):
             raise ValueError(f"api_key must be at least {MIN_API_KEY_LENGTH} characters")
         return v
 
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_names(cls, v: tuple[ApiKey, ...]) -> tuple[ApiKey, ...]:
+        names = [k.name for k in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate key name(s) {dup}")
+        return v
+
     @field_validator("disabled_filters")
     @classmethod
     def _filters(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -224,10 +286,10 @@ class ServeSettings(BaseSettings):
     @model_validator(mode="after")
     def _writes_need_a_key(self) -> ServeSettings:
         # Refusing here means no code path can build an app that accepts anonymous writes by accident.
-        if self.writes_enabled and self.api_key is None and not self.insecure_dev:
+        if self.writes_enabled and not self.insecure_dev and not any(Scope.WRITE in k.scopes for k in self.keys()):
             raise ValueError(
                 "writes are enabled but no API key is set: set PHOENIX_API_KEY (>= "
-                f"{MIN_API_KEY_LENGTH} characters), or run read-only (--read-only), or pass --insecure-dev "
+                f"{MIN_API_KEY_LENGTH} characters) or a PHOENIX_API_KEYS entry with the write scope, or run read-only (--read-only), or pass --insecure-dev "
                 "for local development"
             )
         return self
@@ -257,15 +319,21 @@ class ServeSettings(BaseSettings):
         """The corpus index's configuration."""
         return IndexConfig(exact_max_size=self.index_exact_max_size, hnsw_ef_search=self.hnsw_ef_search)
 
+    def keys(self) -> tuple[ApiKey, ...]:
+        """Every configured key: `api_keys` plus `api_key` as the key named "default" with every scope."""
+        legacy = () if self.api_key is None else (ApiKey(name="default", key=self.api_key, scopes=tuple(Scope)),)
+        return legacy + self.api_keys
+
     @property
     def writes_need_key(self) -> bool:
-        """Whether write requests must carry the bearer key (False only in insecure dev mode)."""
-        return self.api_key is not None or not self.insecure_dev
+        """Whether requests must carry a bearer key (False only in insecure dev mode with no key)."""
+        return bool(self.keys()) or not self.insecure_dev
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values, the key masked (for logs and `/healthz`)."""
         out = self.model_dump(mode="json")
         out["api_key"] = None if self.api_key is None else "***"
+        out["api_keys"] = [{"name": k.name, "scopes": [s.value for s in k.scopes]} for k in self.api_keys]
         return out
 
 

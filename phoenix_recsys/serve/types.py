@@ -78,6 +78,7 @@ class NewEvent:
     actions: Mapping[str, float]
     timestamp: int | None = None
     product_surface: int = 0
+    event_id: str | None = None  # client id, unique per user: replays are skipped
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +222,7 @@ class EventsResult:
 
     engagements: int
     impressions: int
+    duplicates: int = 0  # events skipped because their (user_id, event_id) was already written
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -96,4 +96,4 @@ def app_factory() -> Any:
     apply_process_settings(settings)
     service = FeedService.open(spec.bundle, settings=settings, data_dir=None)
     atexit.register(service.close)  # a clean worker exit writes its final snapshot
-    return create_app(service)
+    return create_app(service, reload_settings=lambda: _settings(spec))  # admin reload-keys, per worker

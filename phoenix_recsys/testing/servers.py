@@ -43,6 +43,7 @@ class Server:
         self.env = {
             **os.environ,
             "PHOENIX_API_KEY": KEY,
+            "PHOENIX_PUBLIC_READS": "true",  # the suites using this test other things; test_access covers keys
             "PHOENIX_INDEX_DIR": str(work / "index"),
             "PHOENIX_WARMUP": "false",
             "PHOENIX_SERVER_ID": name,

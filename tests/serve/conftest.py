@@ -81,9 +81,10 @@ def runtime(bundle_dir: Path) -> ModelRuntime:
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> ServeSettings:
-    """Test settings: a key, no warm-up, store and index under `tmp_path`."""
+    """Test settings: a key, public reads (access tests turn them off), no warm-up, store and index under `tmp_path`."""
     base: dict[str, Any] = {
         "api_key": API_KEY,
+        "public_reads": True,
         "warmup": False,
         "store_path": tmp_path / "store.sqlite",
         "index_dir": tmp_path / "index",

@@ -145,7 +145,7 @@ def test_event_changes_the_next_feed(client):
     first = client.post("/v1/feed", json={"user_id": u, "k": 10}).json()
     top = first["items"][0]["post_id"]
     r = client.post("/v1/events", headers=AUTH, json={"events": [{"user_id": u, "post_id": top, "actions": ["favorite"]}]})
-    assert r.status_code == 200 and r.json() == {"accepted": 1, "engagements": 1, "impressions": 0}
+    assert r.status_code == 200 and r.json() == {"accepted": 1, "duplicates": 0, "engagements": 1, "impressions": 0}
     second = client.post("/v1/feed", json={"user_id": u, "k": 10}).json()
     assert second["history_length"] == first["history_length"] + 1
     assert top not in {i["post_id"] for i in second["items"]}
@@ -241,7 +241,7 @@ def test_read_only_and_protected_reads(make_client):
     r = ro.post("/v1/events", json={"events": [{"user_id": 1, "post_id": 3, "actions": ["favorite"]}]}, headers=AUTH)
     assert r.status_code == 403
     assert ro.post("/v1/feed", json={"user_id": 1, "k": 3}).status_code == 200
-    locked = make_client(protect_reads=True)
+    locked = make_client(public_reads=False)
     assert locked.post("/v1/feed", json={"user_id": 1, "k": 3}).status_code == 401
     assert locked.post("/v1/feed", json={"user_id": 1, "k": 3}, headers=AUTH).status_code == 200
     assert locked.get("/healthz").status_code == 200  # load balancers need no key

@@ -152,7 +152,7 @@ def test_page_shows_feed_and_block_removes_author(server, page, api_key):
 
 
 def test_protected_reads_work_with_the_pasted_key(make_server, page, api_key):
-    url, service = make_server(protect_reads=True)
+    url, service = make_server(public_reads=False)
     user = _active_user(service)
     page.goto(f"{url}/ui/?user={user}&k={K}")  # loads at once, and is refused without the key
     page.wait_for_function("document.getElementById('status').classList.contains('error')")

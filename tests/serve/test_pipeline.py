@@ -441,3 +441,17 @@ def test_sequential_bundle_serves_with_its_training_rules(tmp_path, world, setti
         assert len(service.retrieve(5, user_id=u).items) == 5
     finally:
         service.close()
+
+
+def test_pure_id_bundle_is_refused_for_serving(runtime):
+    """A model trained on pure ids would get full-feature inputs from the feed and rank wrongly, silently."""
+    import copy
+    import dataclasses
+
+    from phoenix_recsys.serve.runtime import ModelRuntime
+
+    meta = copy.deepcopy(runtime.bundle.meta)
+    entry = meta["models"]["retrieval"]
+    entry["train_config"] = {**(entry.get("train_config") or {}), "input_mode": "pure_id"}
+    with pytest.raises(ValueError, match=r"retrieval was trained with input_mode='pure_id'"):
+        ModelRuntime(dataclasses.replace(runtime.bundle, meta=meta))

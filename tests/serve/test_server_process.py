@@ -45,6 +45,7 @@ class Server:
         self.env = {
             **os.environ,
             "PHOENIX_API_KEY": KEY,
+            "PHOENIX_PUBLIC_READS": "true",  # these tests are about other things; test_access covers keys
             "PHOENIX_INDEX_DIR": str(work / "index"),
             "JAX_PLATFORMS": "cpu",
             "JAX_COMPILATION_CACHE_DIR": str(jax_cache),

@@ -78,10 +78,10 @@ def test_memory_path_is_refused():
 def test_migrations_versioned_and_idempotent_on_reopen(tmp_path):
     path = tmp_path / "m.db"
     with Store.open(path) as s:
-        assert s.schema_version() == len(MIGRATIONS) == 2
+        assert s.schema_version() == len(MIGRATIONS) == 3
         _posts(s, 3)
     with Store.open(path) as s:  # reopen: nothing re-applied, data intact
-        assert s.applied_migrations() == [(1, "initial schema"), (2, "post sequence")]
+        assert s.applied_migrations() == [(1, "initial schema"), (2, "post sequence"), (3, "client event ids")]
         assert s.num_posts() == 3
 
 
@@ -95,11 +95,11 @@ def test_a_later_migration_applies_once_and_older_code_refuses_the_file(tmp_path
         sql="ALTER TABLE posts ADD COLUMN lang TEXT; CREATE INDEX idx_posts_lang ON posts (lang);",
     )
     with Store.open(path, migrations=(*MIGRATIONS, v2)) as s:
-        assert s.applied_migrations()[-1] == (3, "post language")
+        assert s.applied_migrations()[-1] == (len(MIGRATIONS) + 1, "post language")
         cols = [r[1] for r in s._conn().execute("PRAGMA table_info(posts)")]
         assert "lang" in cols and s.num_posts() == 3
     with Store.open(path, migrations=(*MIGRATIONS, v2)) as s:
-        assert s.schema_version() == 3  # not applied twice (ALTER would fail if it were)
+        assert s.schema_version() == len(MIGRATIONS) + 1  # not applied twice (ALTER would fail if it were)
     with pytest.raises(SchemaVersionError, match="newer"):
         Store.open(path)
 

@@ -4,15 +4,16 @@ Routes are thin: parse the request schema, call one service method, build the re
 No SQL and no scoring here. Handlers are plain `def`s, so FastAPI runs them in its thread pool and
 the blocking SQLite and JAX calls never stall the event loop.
 
-Trust model (see docs/serving.md): the service sits behind a product backend on a private network.
-Reads (feed, rank, retrieve, history, health, metrics) are open by default, because that backend is
-the only caller the network lets through; `protect_reads` puts them behind the key too. Writes
-always need `Authorization: Bearer <PHOENIX_API_KEY>` (compared in constant time), unless the
-server runs with `--insecure-dev` and no key, and `--read-only` turns them off (403).
+Access model (see docs/serving.md and `api.access`): every endpoint but /healthz, /readyz and /ui
+needs `Authorization: Bearer <key>` with the endpoint's scope (read, write or admin); keys are held
+as SHA-256 digests and compared in constant time; `public_reads` (`--public-reads`) opens the read
+endpoints; `--insecure-dev` with no key opens everything; `--read-only` turns writes off (403).
+Keys reload without a restart (`reload_keys`), and each key has a token-bucket rate limit (429).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from phoenix_recsys._extras import require_extra
@@ -25,8 +26,10 @@ except ModuleNotFoundError:
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from phoenix_recsys.serve.api.access import KeyRing, RateLimiter
 from phoenix_recsys.serve.api.metrics import MAX_BODY_BYTES, Metrics, _ObserveMiddleware
 from phoenix_recsys.serve.api.routes import (
+    admin_router,
     events_router,
     feed_router,
     ops_router,
@@ -57,12 +60,20 @@ def _unsupported(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
 
 
-def create_app(service: FeedService, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(
+    service: FeedService,
+    settings: ServeSettings | None = None,
+    *,
+    reload_settings: Callable[[], ServeSettings] | None = None,
+) -> FastAPI:
     """The FastAPI app over a ready `FeedService` (the caller owns its lifetime and closes it).
 
     Args:
       service: the feed service.
       settings: default `service.settings`.
+      reload_settings: re-reads the settings sources (`serve` passes its `load_settings` call);
+        `app.state.reload_keys()` (SIGHUP, POST /v1/admin/reload-keys) takes the keys from it.
+        Default: the keys stay as they are.
 
     Returns:
       The app; OpenAPI at `/openapi.json`, interactive docs at `/docs`, the feed explorer at `/ui`.
@@ -73,18 +84,31 @@ def create_app(service: FeedService, settings: ServeSettings | None = None) -> F
         version=API_VERSION,
         summary="The Phoenix 'For You' feed: retrieval, candidate-isolated ranking, SPEC 7 scoring.",
         description=(
-            "Reads are open to the trusted product backend; writes need `Authorization: Bearer <key>`. "
-            "See docs/serving.md for the trust model, limits and guarantees."
+            "Every endpoint but /healthz and /readyz needs `Authorization: Bearer <key>` with the read, "
+            "write or admin scope. See docs/serving.md for the access model, limits and guarantees."
         ),
     )
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.keys = KeyRing.from_settings(settings)
+    app.state.rate_limiter = (
+        None if settings.rate_limit_per_s is None else RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    )
+
+    def reload_keys() -> KeyRing:
+        # Only the keys change: every other setting needs a restart. The swap is one assignment.
+        fresh = settings if reload_settings is None else reload_settings()
+        app.state.keys = KeyRing.from_settings(fresh)
+        return app.state.keys
+
+    app.state.reload_keys = reload_keys
     app.add_exception_handler(InvalidRequest, _invalid_request)
     app.add_exception_handler(Unsupported, _unsupported)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(_ObserveMiddleware, metrics=app.state.metrics)
-    for router in (feed_router, rank_router, retrieve_router, events_router, posts_router, users_router, ops_router):
+    for router in (feed_router, rank_router, retrieve_router, events_router, posts_router, users_router, ops_router,
+                   admin_router):
         app.include_router(router)
     mount_explorer(app)  # the feed explorer page at /ui
     return app

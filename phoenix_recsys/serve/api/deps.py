@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from phoenix_recsys.serve.api.access import KeyRing, Principal, RateLimiter, retry_after_header
 from phoenix_recsys.serve.api.metrics import Metrics
 from phoenix_recsys.serve.api.schemas import INT64_MAX
 from phoenix_recsys.serve.pipeline import FeedService
-from phoenix_recsys.serve.settings import ServeSettings
+from phoenix_recsys.serve.settings import Scope, ServeSettings
 
-_bearer = HTTPBearer(auto_error=False, description="The server's PHOENIX_API_KEY.")
+_bearer = HTTPBearer(auto_error=False, description="A key of PHOENIX_API_KEY / PHOENIX_API_KEYS.")
 
 
 def get_service(request: Request) -> FeedService:
@@ -38,33 +38,57 @@ def _unauthorized(msg: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=msg, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _check_key(settings: ServeSettings, creds: HTTPAuthorizationCredentials | None) -> None:
-    if settings.api_key is None:
-        if settings.writes_need_key:  # unreachable: settings refuse this state; fail closed anyway
-            raise _unauthorized("no API key is configured")
-        return
-    if creds is None:
+def _authorize(request: Request, creds: HTTPAuthorizationCredentials | None, scope: Scope) -> Principal:
+    """The principal of a request allowed `scope`, after its rate limit; else 401/403/429."""
+    settings: ServeSettings = request.app.state.settings
+    ring: KeyRing = request.app.state.keys
+    principal: Principal | None = None
+    if creds is not None:
+        principal = ring.lookup(creds.credentials)
+        if principal is None:
+            raise _unauthorized("invalid API key")
+        if scope not in principal.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"key {principal.name!r} lacks the {scope.value!r} scope")
+    elif (scope is Scope.READ and settings.public_reads) or (settings.insecure_dev and not len(ring)):
+        host = request.client.host if request.client else "unknown"
+        principal = Principal(f"anonymous:{host}", frozenset(), anonymous=True)
+    else:
         raise _unauthorized("missing Authorization: Bearer <key>")
-    # Constant-time comparison, so response timing reveals nothing about the key.
-    if not hmac.compare_digest(creds.credentials.encode(), settings.api_key.get_secret_value().encode()):
-        raise _unauthorized("invalid API key")
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        wait = limiter.acquire(principal.name)
+        if wait > 0:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"rate limit of {settings.rate_limit_per_s:g}/s exceeded",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+    request.state.principal = principal.name  # for the access log
+    return principal
 
 
-def require_write(settings: SettingsDep, creds: Credentials) -> None:
-    """Write endpoints: 403 when read-only, else the bearer key (unless insecure dev without key)."""
+def require_write(request: Request, settings: SettingsDep, creds: Credentials) -> Principal:
+    """Write endpoints: 403 when read-only, else a key with the write scope."""
     if not settings.writes_enabled:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this server is read-only (--read-only)")
-    _check_key(settings, creds)
+    return _authorize(request, creds, Scope.WRITE)
 
 
-def require_read(settings: SettingsDep, creds: Credentials) -> None:
-    """Read endpoints: open unless `protect_reads`."""
-    if settings.protect_reads:
-        _check_key(settings, creds)
+def require_read(request: Request, creds: Credentials) -> Principal:
+    """Read endpoints: a key with the read scope, unless `public_reads` (then a wrong key is still 401)."""
+    return _authorize(request, creds, Scope.READ)
 
 
-WriteAccess = Annotated[None, Depends(require_write)]
-ReadAccess = Annotated[None, Depends(require_read)]
+def require_admin(request: Request, creds: Credentials) -> Principal:
+    """Admin endpoints (key reload): a key with the admin scope, never anonymous."""
+    if creds is None:
+        raise _unauthorized("missing Authorization: Bearer <key>")
+    return _authorize(request, creds, Scope.ADMIN)
+
+
+WriteAccess = Annotated[Principal, Depends(require_write)]
+ReadAccess = Annotated[Principal, Depends(require_read)]
+AdminAccess = Annotated[Principal, Depends(require_admin)]
 
 UserIdPath = Annotated[int, Path(ge=0, le=INT64_MAX)]
 AuthorIdPath = Annotated[int, Path(ge=0, le=INT64_MAX)]

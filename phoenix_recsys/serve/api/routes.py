@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from phoenix_recsys.serve.api.deps import (
+    AdminAccess,
     AuthorIdPath,
     MetricsDep,
     ReadAccess,
@@ -42,6 +43,7 @@ events_router = APIRouter(prefix="/v1", tags=["events"], route_class=StrictJSONR
 posts_router = APIRouter(prefix="/v1", tags=["posts"], route_class=StrictJSONRoute)
 users_router = APIRouter(prefix="/v1/users", tags=["users"], route_class=StrictJSONRoute)
 ops_router = APIRouter(tags=["ops"])
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 _422 = {422: {"description": "Invalid body, unknown post/action, or a limit exceeded (the detail names the field)."}}
 _401 = {401: {"description": "Missing or wrong bearer key."}, 403: {"description": "The server is read-only."}}
@@ -98,12 +100,17 @@ def post_events(body: EventsRequest, service: ServiceDep, _: WriteAccess) -> Any
         [
             NewEvent(
                 user_id=e.user_id, post_id=e.post_id, actions=_actions_dict(e.actions), timestamp=e.timestamp,
-                product_surface=e.product_surface,
+                product_surface=e.product_surface, event_id=e.event_id,
             )
             for e in body.events
         ]
     )
-    return {"accepted": len(body.events), "engagements": result.engagements, "impressions": result.impressions}
+    return {
+        "accepted": len(body.events) - result.duplicates,
+        "duplicates": result.duplicates,
+        "engagements": result.engagements,
+        "impressions": result.impressions,
+    }
 
 
 @posts_router.post("/posts", response_model=PostsResponse, responses={**_422, **_401})
@@ -172,3 +179,27 @@ def vars_of(obj: Any) -> dict[str, Any]:
     """A slotted dataclass as a dict (its fields only)."""
     return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
+
+
+@admin_router.post("/reload-keys", responses=_401)
+def post_reload_keys(request: Request, _: AdminAccess) -> Any:
+    """Re-read the keys from the settings file and environment (rotation without downtime; admin scope)."""
+    ring = request.app.state.reload_keys()
+    return {"keys": len(ring), "names": ring.names}
+
+
+@ops_router.get("/readyz", responses={503: {"description": "Not ready: the body names what is missing."}})
+def get_ready(service: ServiceDep) -> JSONResponse:
+    """Readiness (open): 200 once the ranker, the corpus index (when there is a retriever) and the store answer.
+
+    `/healthz` is liveness only; load balancers should route traffic by this one.
+    """
+    checks: dict[str, bool] = {"models": getattr(service, "runtime", None) is not None}
+    checks["index"] = checks["models"] and (not service.runtime.has_retrieval or service.index is not None)
+    try:
+        service.store.schema_version()
+        checks["store"] = True
+    except Exception:  # noqa: BLE001 - any store failure means not ready, never a 500
+        checks["store"] = False
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from phoenix_recsys.serve.pipeline import HistoryEvent, Relation
 
 INT64_MAX = 2**63 - 1
+MAX_EVENT_ID_LEN = 128
 Id = Annotated[int, Field(ge=0, le=INT64_MAX, description="Non-negative int64 id.")]
 Timestamp = Annotated[int, Field(ge=0, le=INT64_MAX, description="Seconds since the epoch.")]
 Surface = Annotated[int, Field(ge=0, le=2**31 - 1, description="Product surface index.")]
@@ -104,6 +105,13 @@ class EventIn(_Request):
     actions: ActionsIn
     timestamp: Timestamp | None = Field(None, description="Default: the server clock.")
     product_surface: Surface = 0
+    event_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_EVENT_ID_LEN,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Client id of the event, unique per user: a replay with the same id is not written again.",
+    )
 
 
 class EventsRequest(_Request):
@@ -201,6 +209,7 @@ class RetrieveResponse(BaseModel):
 
 class EventsResponse(BaseModel):
     accepted: int
+    duplicates: int = Field(description="Events skipped: their (user_id, event_id) was written before.")
     engagements: int
     impressions: int
 

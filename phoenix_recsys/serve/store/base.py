@@ -260,6 +260,14 @@ class Store(abc.ABC):
         """`[K]` int64 authors the user blocked or muted (union), ascending."""
 
     @abc.abstractmethod
+    def authors_blocking(self, user_id: int) -> np.ndarray:
+        """`[K]` int64 users who blocked `user_id` (reverse blocks), ascending."""
+
+    @abc.abstractmethod
+    def claim_event_ids(self, user_ids: Any, event_ids: Sequence[str]) -> np.ndarray:
+        """Record client event ids in the open write transaction; `[E]` bool, True where new."""
+
+    @abc.abstractmethod
     def seen_posts(self, user_id: int, *, since: int | None = None, limit: int | None = None) -> np.ndarray:
         """`[K]` int64 posts the user engaged with or reported as impressions, ascending.
 

@@ -357,6 +357,30 @@ class SQLStore(Store):
         missing = np.unique(pid)[~known]
         return f"{missing.size} post id(s) not in the store, e.g. {missing[:5].tolist()}"
 
+    def claim_event_ids(self, user_ids: Any, event_ids: Sequence[str]) -> np.ndarray:
+        """Record client event ids; `[E]` bool, True where (user, event id) is new.
+
+        Call it inside the transaction that writes the events, so an id is claimed exactly when
+        its event is written (a rolled-back request claims nothing). A repeat within the same
+        call is a duplicate of its first occurrence.
+        """
+        uid = v.int_array("user_ids", user_ids)
+        if len(event_ids) != uid.shape[0]:
+            raise ValueError(f"event_ids: expected {uid.shape[0]} ids, got {len(event_ids)}")
+        fresh = np.zeros(uid.shape[0], dtype=bool)
+        at = v.now()
+        with self.transaction() as conn:
+            for i, (u, e) in enumerate(zip(uid.tolist(), event_ids, strict=True)):
+                if not isinstance(e, str) or not e:
+                    raise ValueError(f"event_ids[{i}] must be a non-empty string, got {e!r}")
+                fresh[i] = self._execute(
+                    conn,
+                    "INSERT INTO client_events (user_id, event_id, received_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (user_id, event_id) DO NOTHING",
+                    (u, e, at),
+                ) == 1
+        return fresh
+
     def get_history(self, user_id: int, limit: int, *, before: int | None = None) -> History:
         """The user's most recent `limit` engagements, returned oldest first.
 
@@ -447,6 +471,11 @@ class SQLStore(Store):
             "ORDER BY author_id",
             (uid, uid),
         )
+
+    def authors_blocking(self, user_id: int) -> np.ndarray:
+        """`[K]` int64 users who blocked `user_id` (reverse blocks: their posts are hidden from it), ascending."""
+        uid = v.scalar_int("user_id", user_id)
+        return self._scalar_ints("SELECT user_id FROM blocks WHERE author_id = ? ORDER BY user_id", (uid,))
 
     # -- served / seen --------------------------------------------------------------------------
     def mark_served(self, user_id: int, post_ids: Any, session_id: str, *, served_at: int | None = None) -> int:
