@@ -51,7 +51,7 @@ def test_no_help_text_looks_like_rich_markup():
 
 def test_serve_help_shows_the_settings_defaults():
     text = _help("serve")
-    for option, default in (("Bind address.", "127.0.0.1"), ("Port.", "8000"), ("SQLite store file.", "BUNDLE/store.sqlite")):
+    for option, default in (("Bind address.", "127.0.0.1"), ("Port.", "8000"), ("SQLite store file, or a postgresql:// URL.", "BUNDLE/store.sqlite")):
         assert re.search(re.escape(option) + r" \[default: \(?" + re.escape(default), text), (option, text)
     assert "Bind address ." not in text and "Port ." not in text
     assert "critical|error|warning|info|debug|trace" in text

@@ -32,6 +32,7 @@ _GROUPS = (
     ("reference", "phoenix_recsys.cli.reference", "reference_app"),
     ("train", "phoenix_recsys.cli.train", "train_app"),
     ("bench", "phoenix_recsys.cli.bench", "bench_app"),
+    ("store", "phoenix_recsys.cli.store", "store_app"),
     (None, "phoenix_recsys.cli.serve", "serve_app"),  # no name: `serve` and `feed` are top-level commands
 )
 for _name, _module, _attr in _GROUPS:

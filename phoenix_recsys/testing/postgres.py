@@ -34,7 +34,9 @@ def find_bin_dir() -> Path:
     """The directory holding `initdb` and `pg_ctl`; raises PostgresUnavailable with the reason."""
     env = os.environ.get("PHOENIX_PG_BIN")
     candidates = [Path(env)] if env else []
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)]
+    candidates += [
+        Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    ]
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).parent)
@@ -91,7 +93,18 @@ class PostgresServer:
         server = cls(bin_dir, root, _free_port(), as_user)
         try:
             server._run(
-                ["initdb", "-D", str(server.data_dir), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
+                [
+                    "initdb",
+                    "-D",
+                    str(server.data_dir),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
                 timeout_s,
             )
             opts = (
@@ -99,7 +112,19 @@ class PostgresServer:
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
             )
             server._run(
-                ["pg_ctl", "-D", str(server.data_dir), "-o", opts, "-l", str(root / "log"), "-w", "-t", str(int(timeout_s)), "start"],
+                [
+                    "pg_ctl",
+                    "-D",
+                    str(server.data_dir),
+                    "-o",
+                    opts,
+                    "-l",
+                    str(root / "log"),
+                    "-w",
+                    "-t",
+                    str(int(timeout_s)),
+                    "start",
+                ],
                 timeout_s + 5,
             )
         except BaseException:
@@ -116,7 +141,9 @@ class PostgresServer:
             log = ""
             with contextlib.suppress(OSError):
                 log = (self.root / "log").read_text()[-2000:]
-            raise PostgresUnavailable(f"{argv[0]} failed (rc {r.returncode}): {r.stderr.strip()[-2000:]} {log}")
+            raise PostgresUnavailable(
+                f"{argv[0]} failed (rc {r.returncode}): {r.stderr.strip()[-2000:]} {log}"
+            )
 
     def url(self, dbname: str = "postgres") -> str:
         """A libpq URL for `dbname` on this server."""

@@ -470,3 +470,66 @@ def test_wait_for_posts_wakes_on_a_write_and_times_out_without_one(store):
     assert time.monotonic() - t0 < 5.0  # woken by the write, not the timeout
     with pytest.raises(ValueError, match="timeout"):
         store.wait_for_posts(0, timeout=-1)
+
+
+# -- SQLite's one writer process ------------------------------------------------------------------
+_HOLD = (
+    "import sys, time\n"
+    "from phoenix_recsys.serve.store import Store\n"
+    "s = Store.open(sys.argv[1], multi_writer=sys.argv[2] == 'multi')\n"
+    "print('open', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def _holder(path: Path, mode: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path), mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout.readline().strip() == "open"
+    return proc
+
+
+def test_a_second_writer_process_is_refused_with_the_holders_pid(tmp_path):
+    from phoenix_recsys.serve.store import StoreLockedError
+
+    path = tmp_path / "w.db"
+    Store.open(path).close()
+    proc = _holder(path, "single")
+    try:
+        with pytest.raises(StoreLockedError, match=rf"{path.name}.*pid {proc.pid}"):
+            Store.open(path)
+        with pytest.raises(StoreLockedError):
+            Store.open(path, multi_writer=True)  # shared mode does not get past an exclusive writer
+        with Store.open(path, read_only=True) as ro:  # readers need no lock
+            assert ro.num_posts() == 0
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                ro.add_posts([1], [1], [0])
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    with Store.open(path) as s:  # the holder exited: the lock went with it
+        assert s.add_posts([1], [1], [0]) == 1
+
+
+def test_multi_writer_processes_admit_each_other_but_not_a_plain_writer(tmp_path):
+    from phoenix_recsys.serve.store import StoreLockedError
+
+    path = tmp_path / "m.db"
+    Store.open(path).close()
+    proc = _holder(path, "multi")
+    try:
+        with Store.open(path, multi_writer=True) as s:
+            s.add_posts([2], [1], [0])
+        with pytest.raises(StoreLockedError):
+            Store.open(path)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_one_process_may_open_its_file_twice(tmp_path):
+    with Store.open(tmp_path / "t.db") as a, Store.open(tmp_path / "t.db") as b:
+        a.add_posts([1], [1], [0])
+        assert b.num_posts() == 1

@@ -74,7 +74,12 @@ class PostgresStore(SQLStore):
         self._listen_lock = threading.Lock()
         self._listener: Any = None
         self._pool = ConnectionPool(
-            url, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=False, name="phoenix-store"
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name="phoenix-store",
         )
         try:
             self._pool.open(wait=True, timeout=30.0)
@@ -207,7 +212,9 @@ class PostgresStore(SQLStore):
                     )
                 for m in migrations:
                     with conn.transaction():
-                        have = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+                        have = conn.execute(
+                            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+                        ).fetchone()[0]
                         if m.version <= have:
                             continue
                         conn.execute(m.sql)  # no parameters: psycopg sends the script as one simple query

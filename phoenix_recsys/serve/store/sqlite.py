@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from phoenix_recsys.serve.store import _validate as v
-from phoenix_recsys.serve.store.base import SchemaVersionError
+from phoenix_recsys.serve.store.base import SchemaVersionError, StoreLockedError
 from phoenix_recsys.serve.store.migrations import Migration, check_migrations, load_migrations
 from phoenix_recsys.serve.store.sql import SQLStore
 
@@ -42,28 +44,90 @@ def _split_sql(script: str) -> list[str]:
     return out
 
 
+class _WriterLock:
+    """The one-writer-process lock: `flock` on the sidecar `<db>.writer.lock`.
+
+    A writer takes it exclusively (and records its pid in it, for the refusal message); multi-writer
+    openers take it shared, so they admit each other but not a plain writer. One per (file, process):
+    opens of the same file within one process share it (threads of one process already serialise
+    in SQLite), and the kernel drops it when the process dies, so a kill -9 leaves nothing stale.
+    """
+
+    _held: dict[tuple[str, bool], tuple[int, int]] = {}  # (lock path, shared) -> (fd, refcount)
+    _guard = threading.Lock()
+
+    @classmethod
+    def acquire(cls, db: Path, *, shared: bool) -> tuple[str, bool]:
+        lock_path = str(db.resolve()) + ".writer.lock"
+        key = (lock_path, shared)
+        with cls._guard:
+            if key in cls._held:
+                fd, n = cls._held[key]
+                cls._held[key] = (fd, n + 1)
+                return key
+            if (lock_path, not shared) in cls._held:
+                raise StoreLockedError(
+                    f"{db} is already open in this process as a {'single' if shared else 'multi'}-writer store"
+                )
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise StoreLockedError(
+                    f"{db} is already being written by another process (pid {holder}, lock {lock_path}); "
+                    "SQLite has one writer process: stop it, open read_only=True, or open every writer "
+                    "with multi_writer=True (store_multi_writer)"
+                ) from None
+            if not shared:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            cls._held[key] = (fd, 1)
+            return key
+
+    @classmethod
+    def release(cls, key: tuple[str, bool]) -> None:
+        with cls._guard:
+            fd, n = cls._held[key]
+            if n > 1:
+                cls._held[key] = (fd, n - 1)
+                return
+            del cls._held[key]
+            os.close(fd)  # closing the last descriptor releases the flock
+
+
 class SQLiteStore(SQLStore):
     """Thread-safe handle on one SQLite store file; see the module docstring."""
 
     backend = "sqlite"
 
-    def __init__(self, path: Path, migrations: Sequence[Migration]) -> None:
+    def __init__(self, path: Path, migrations: Sequence[Migration], *, read_only: bool = False) -> None:
         """Use `SQLiteStore.open`."""
         self._path = path
+        self.read_only = read_only
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
         self.multi_writer = False  # set by `open`; the one-writer file lock honours it
         try:
-            self._migrate(migrations)
+            if read_only:
+                self._check_version(len(migrations))
+            else:
+                self._migrate(migrations)
         except BaseException:
             self.close()
             raise
 
     @classmethod
     def open(  # type: ignore[override]
-        cls, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS, multi_writer: bool = False
+        cls,
+        path: str | Path,
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        multi_writer: bool = False,
+        read_only: bool = False,
     ) -> SQLiteStore:
         """Open (creating if needed) the store file at `path` and bring its schema up to date.
 
@@ -73,14 +137,27 @@ class SQLiteStore(SQLStore):
           migrations: the schema history; tests pass extra ones.
           multi_writer: several processes will write this file (workers or replicas, each following
             the post sequence); the one-writer file lock then lets them in.
+          read_only: open without the writer lock and without migrating (the file must exist and be
+            current); every write then fails.
 
         Raises:
           SchemaVersionError: the file has migrations this code does not know.
+          StoreLockedError: another process writes the file (the message names it and its pid).
         """
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise ValueError("Store.open path must be a file path (per-thread connections need one shared file)")
         check_migrations(migrations)
-        store = cls(Path(path), tuple(migrations))
+        if read_only:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"read-only store {path} does not exist")
+            return cls(Path(path), tuple(migrations), read_only=True)
+        lock = _WriterLock.acquire(Path(path), shared=bool(multi_writer))
+        try:
+            store = cls(Path(path), tuple(migrations))
+        except BaseException:
+            _WriterLock.release(lock)
+            raise
+        store._lock = lock
         store.multi_writer = bool(multi_writer)
         return store
 
@@ -91,6 +168,9 @@ class SQLiteStore(SQLStore):
             conns, self._conns = self._conns, []
         for c in conns:
             c.close()
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            _WriterLock.release(lock)
 
     @property
     def path(self) -> Path:
@@ -106,7 +186,10 @@ class SQLiteStore(SQLStore):
             raise RuntimeError("Store is closed")
         if conn is None:
             # check_same_thread=False only so that close() may close it from another thread.
-            conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            target = f"file:{self._path.resolve()}?mode=ro" if self.read_only else self._path
+            conn = sqlite3.connect(
+                target, timeout=30.0, isolation_level=None, check_same_thread=False, uri=self.read_only
+            )
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 conn.close()
@@ -173,8 +256,13 @@ class SQLiteStore(SQLStore):
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (m.version, m.name, v.now()),
                 )
+        self._check_version(len(migrations))
+
+    def _check_version(self, known: int) -> None:
         have = self.schema_version()
-        if have > len(migrations):
+        if self.read_only and have < known:
+            raise SchemaVersionError(f"{self._path} has schema version {have}, older than {known}; open it writable once")
+        if have > known:
             raise SchemaVersionError(
-                f"{self._path} has schema version {have}, newer than this code's {len(migrations)}; upgrade phoenix-recsys"
+                f"{self._path} has schema version {have}, newer than this code's {known}; upgrade phoenix-recsys"
             )
