@@ -455,3 +455,17 @@ def test_pure_id_bundle_is_refused_for_serving(runtime):
     entry["train_config"] = {**(entry.get("train_config") or {}), "input_mode": "pure_id"}
     with pytest.raises(ValueError, match=r"retrieval was trained with input_mode='pure_id'"):
         ModelRuntime(dataclasses.replace(runtime.bundle, meta=meta))
+
+
+def test_the_feed_service_runs_unchanged_on_postgres(service_factory, pg_url):
+    # Same seed data, same calls: the pipeline never asks which backend it has.
+    svc = service_factory(store_path=pg_url)
+    assert svc.store.backend == "postgres"
+    u = _active_user(svc)
+    first = svc.feed(u, 10)
+    assert len(first.items) == 10
+    top = first.items[0]
+    svc.add_events([NewEvent(user_id=u, post_id=top.post_id, actions={"favorite": 1.0, "dwell_time": 4.0})])
+    second = svc.feed(u, 10)
+    assert top.post_id not in {it.post_id for it in second.items}
+    assert svc.user_model_history(u).post_ids[-1] == top.post_id
