@@ -1,5 +1,6 @@
 """Index coherence with real `serve` processes: snapshots + catch-up after kill -9, and two servers
-on one SQLite store following each other's writes through the post sequence.
+on one store (SQLite, and PostgreSQL when installed) following each other's writes through the post
+sequence.
 
 Only loopback traffic; every wait is bounded by a deadline.
 """
@@ -55,12 +56,19 @@ def test_kill_9_restart_catches_up_from_the_snapshot(bundle_dir, world, tmp_path
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def pair(bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
-    tmp_path = tmp_path_factory.mktemp("pair")
-    a = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "a", PHOENIX_STORE_MULTI_WRITER="true")
+_pg_databases = iter(range(1_000_000))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def pair(request, bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
+    """Two real servers on one store: a SQLite file (multi-writer mode) or a PostgreSQL database."""
+    tmp_path = tmp_path_factory.mktemp(f"pair-{request.param}")
+    store = None
+    if request.param == "postgresql":  # the SQLite half runs with nothing installed
+        store = request.getfixturevalue("pg_server").create_database(f"pair{next(_pg_databases)}")
+    a = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "a", store=store, PHOENIX_STORE_MULTI_WRITER="true")
     a.start()  # seeds the store and builds (and snapshots) the index
-    b = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "b", PHOENIX_STORE_MULTI_WRITER="true")
+    b = Server(bundle_dir, world.path, tmp_path, jax_cache_dir, "b", store=store, PHOENIX_STORE_MULTI_WRITER="true")
     try:
         b.start()  # loads a's snapshot
         yield a, b
@@ -124,3 +132,22 @@ def test_eight_clients_across_two_servers_no_5xx_no_lost_writes(pair):
             other = (b, a)[i % 2]  # read back through the server that did not take the writes
             got = c.get(f"{other.url}/v1/users/{user}/events", params={"limit": 1000}).json()["events"]
             assert sorted(e["timestamp"] for e in got) == sorted(mine)
+
+
+def test_kill_9_of_one_server_loses_nothing_acknowledged(pair):
+    """Every event a server acknowledged is in the store: after a kill -9 of that server the other
+    reads all of them back, and the killed one restarts on the same store."""
+    a, b = pair
+    user, stamps = 80_900, []
+    with httpx.Client(timeout=30) as c:
+        for n in range(20):
+            ev = {"user_id": user, "post_id": n, "actions": ["favorite"], "timestamp": 1_730_000_000 + n}
+            r = c.post(a.url + "/v1/events", json={"events": [ev]}, headers=AUTH)
+            assert r.status_code == 200, r.text
+            stamps.append(ev["timestamp"])
+        a.kill()
+        got = c.get(f"{b.url}/v1/users/{user}/events", params={"limit": 1000}).json()["events"]
+        assert sorted(e["timestamp"] for e in got) == stamps
+    a.start()  # the store and the shared snapshot directory are accepted after the kill
+    with httpx.Client(timeout=30) as c:
+        assert c.post(a.url + "/v1/feed", json={"user_id": user, "k": 10}).status_code == 200
