@@ -20,9 +20,11 @@ BENCHMARKS = {
     "quality": ("benchmarks.quality", "Quality"),
     "train_mesh": ("benchmarks.train_mesh", "Training throughput on a device mesh"),
     "scale": ("benchmarks.scale", "Scale: the feed over HTTP on a large skewed world"),
+    "replicas": ("benchmarks.replicas", "Replicas: one and two servers on PostgreSQL beside one on SQLite"),
 }
 QUICK = ("ranking", "feed")
-MAKE_TARGETS = {"quality": "make bench-quality", "scale": "phoenix-recsys bench run scale"}
+MAKE_TARGETS = {"quality": "make bench-quality", "scale": "phoenix-recsys bench run scale",
+                "replicas": "phoenix-recsys bench run replicas"}
 DOC = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 

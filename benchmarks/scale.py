@@ -61,8 +61,11 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _drive(port: int, users: dict[str, np.ndarray], threads: int, duration_s: float, seed: int) -> dict[str, Any]:
-    """`threads` keep-alive clients for `duration_s`, each cycling the classes; latencies per class."""
+def _drive(port: int | list[int], users: dict[str, np.ndarray], threads: int, duration_s: float,
+           seed: int) -> dict[str, Any]:
+    """`threads` keep-alive clients for `duration_s`, each cycling the classes; latencies per class.
+    With several ports (servers behind a balancer), client i talks to port i mod their number."""
+    ports = [port] if isinstance(port, int) else list(port)
     lat: dict[str, list[float]] = {c: [] for c in CLASSES}
     samples: list[tuple[int, float]] = []
     errors = [0]
@@ -71,6 +74,7 @@ def _drive(port: int, users: dict[str, np.ndarray], threads: int, duration_s: fl
 
     def client(i: int) -> None:
         rng = np.random.default_rng([seed, i])
+        port = ports[i % len(ports)]
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         n = i
         while time.perf_counter() < stop_at:
@@ -114,6 +118,23 @@ def _drive(port: int, users: dict[str, np.ndarray], threads: int, duration_s: fl
     return out
 
 
+def start_server(cmd: list[str], env: dict[str, str], port: int, log: Path,
+                 timeout_s: float = 1800) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a `serve` process and wait for /healthz; (process, seconds until ready)."""
+    t_start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    while proc.poll() is None and time.perf_counter() - t_start < timeout_s:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return proc, time.perf_counter() - t_start
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+
+
 def run() -> dict:
     """Build the world and bundle, start the server, drive it; returns the result."""
     cfg = _size()
@@ -131,21 +152,8 @@ def run() -> dict:
         cmd = [sys.executable, "-m", "phoenix_recsys.cli.main", "serve", str(root / "bundle"), "--data", str(root / "world"),
                "--store", str(root / "store.sqlite"), "--port", str(port), "--read-only", "--public-reads",
                "--log-level", "warning"]  # fmt: skip  (reads need a key unless --public-reads)
-        t_start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "wb"))
+        proc, ready_s = start_server(cmd, env, port, root / "server.log")
         try:
-            ready_s = None
-            while proc.poll() is None and time.perf_counter() - t_start < 1800:
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                    c.request("GET", "/healthz")
-                    if c.getresponse().status == 200:
-                        ready_s = time.perf_counter() - t_start
-                        break
-                except OSError:
-                    time.sleep(0.5)
-            if ready_s is None:
-                raise RuntimeError(f"server did not start: {(root / 'server.log').read_text()[-2000:]}")
             counts = user_event_counts(cfg)
             rng = np.random.default_rng(0)
             light = np.flatnonzero(counts[cfg.heavy_users :] > 0) + cfg.heavy_users

@@ -97,19 +97,31 @@ def evaluate(
     dataset: Dataset | str | os.PathLike[str],
     *,
     split: str = "test",
-    protocol: str = "time",
+    protocol: str | None = None,
     max_examples: int | None = None,
     out: str | os.PathLike[str] | None = None,
+    ignore_dataset_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a bundle on a split (as `phoenix-recsys evaluate`); returns the report dict (eval.json).
 
-    With `out`, report.md / eval.json (and the ROC PNG with the [plots] extra) are written there.
+    `protocol` defaults to the one the bundle was trained with ("time" when unknown), and a dataset
+    whose content differs from the training data is refused unless `ignore_dataset_mismatch` (its
+    splits would not be the training splits). With `out`, report.md / eval.json (and the ROC PNG
+    with the [plots] extra) are written there.
     """
-    from phoenix_recsys.train.evaluate import evaluate_bundle, write_report
+    from phoenix_recsys.train.evaluate import (
+        check_bundle_dataset,
+        evaluate_bundle,
+        trained_protocol,
+        write_report,
+    )
     from phoenix_recsys.train.run import make_protocol
 
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if not ignore_dataset_mismatch:
+        check_bundle_dataset(b.meta, ds.name, ds.manifest.get("content_sha256"))
+    protocol = protocol or trained_protocol(b.meta) or "time"
     report, raw = evaluate_bundle(b, ds, split=split, protocol=make_protocol(ds, protocol), max_examples=max_examples)
     if out is not None:
         write_report(report, raw, out)

@@ -42,7 +42,7 @@ def run_cmd(
     steps: Annotated[int | None, typer.Option("--steps", help="Override the training steps.")] = None,
     results: Annotated[Path | None, typer.Option("--results", help="Also write the summary JSON here.")] = None,
     size: Annotated[
-        str | None, typer.Option("--size", help="scale only: USERSxPOSTSxEVENTS (default 100000x1000000x10000000).")
+        str | None, typer.Option("--size", help="scale / replicas only: USERSxPOSTSxEVENTS (defaults 100000x1000000x10000000 / 20000x100000x1000000).")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -50,14 +50,14 @@ def run_cmd(
     from phoenix_recsys.cli.train import print_report
     from phoenix_recsys.train.quality import jobs, run_job
 
-    if name == "scale":  # the HTTP load benchmark (issue 13), run from a source checkout
+    if name in ("scale", "replicas"):  # the HTTP load benchmarks (issues 13, 15), run from a source checkout
         import os
 
         from benchmarks.run import main as bench_main
 
         if size is not None:
-            os.environ["PHOENIX_SCALE_SIZE"] = size
-        bench_main(["scale"])
+            os.environ["PHOENIX_SCALE_SIZE" if name == "scale" else "PHOENIX_REPLICAS_SIZE"] = size
+        bench_main([name])
         return
     all_jobs = jobs()
     if name not in all_jobs:

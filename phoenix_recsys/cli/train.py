@@ -187,38 +187,11 @@ class SeenRule(StrEnum):
 
 
 def bundle_protocol(meta: dict) -> SplitProtocol | None:
-    """The split protocol a bundle was trained with (None: unknown, e.g. imported weights).
+    """The split protocol a bundle was trained with (None: unknown, e.g. imported weights)."""
+    from phoenix_recsys.train.evaluate import trained_protocol
 
-    Bundles record its name (`dataset.split_protocol`); older ones only its description, which
-    starts with the protocol's kind.
-    """
-    ds = meta.get("dataset") or {}
-    name = ds.get("split_protocol")
-    if name in tuple(SplitProtocol):
-        return SplitProtocol(name)
-    desc = str(ds.get("protocol") or "")
-    if desc.startswith("time split"):
-        return SplitProtocol.TIME
-    if desc.startswith("leave-one-out"):
-        return SplitProtocol.LOO
-    return None
-
-
-def check_bundle_dataset(meta: dict, ds_name: str, ds_hash: str | None) -> None:
-    """Refuse to evaluate a bundle on another dataset than it was trained on (content hash differs).
-
-    Raises:
-      ValueError: both hashes are known and differ; the message names both and the override flag.
-    """
-    trained = meta.get("dataset") or {}
-    want = trained.get("content_hash")
-    if want is None or ds_hash is None or want == ds_hash:
-        return
-    raise ValueError(
-        f"dataset mismatch: the bundle was trained on {trained.get('name')!r} (content sha256 {want[:12]}...), "
-        f"but --data is {ds_name!r} (content sha256 {ds_hash[:12]}...); its splits differ from the training "
-        "splits, so test events may have been trained on. Pass --ignore-dataset-mismatch to evaluate anyway."
-    )
+    name = trained_protocol(meta)
+    return None if name is None else SplitProtocol(name)
 
 
 @domain_errors
@@ -253,7 +226,7 @@ def evaluate_cmd(
     """
     from phoenix_recsys.data.schema import load_dataset
     from phoenix_recsys.train.bundle import load_bundle
-    from phoenix_recsys.train.evaluate import evaluate_bundle, write_report
+    from phoenix_recsys.train.evaluate import check_bundle_dataset, evaluate_bundle, write_report
     from phoenix_recsys.train.run import make_protocol
 
     ds = load_dataset(data)

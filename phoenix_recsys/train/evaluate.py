@@ -361,3 +361,36 @@ def metrics_markdown(report: dict[str, Any]) -> list[str]:
             vals = [_fmt(sec.get("retrieval", {}).get(k)) for _, sec in rows]
             lines.append(f"| {k} | " + " | ".join(vals) + " |")
     return lines
+
+
+def trained_protocol(meta: dict[str, Any]) -> str | None:
+    """The split protocol ("time" / "loo") a bundle was trained with; None when unknown (imported
+    weights). Bundles record its name (`dataset.split_protocol`); older ones only its description,
+    which starts with the protocol's kind."""
+    ds = meta.get("dataset") or {}
+    name = ds.get("split_protocol")
+    if name in ("time", "loo"):
+        return name
+    desc = str(ds.get("protocol") or "")
+    if desc.startswith("time split"):
+        return "time"
+    if desc.startswith("leave-one-out"):
+        return "loo"
+    return None
+
+
+def check_bundle_dataset(meta: dict[str, Any], ds_name: str, ds_hash: str | None) -> None:
+    """Refuse to evaluate a bundle on another dataset than it was trained on (content hash differs).
+
+    Raises:
+      ValueError: both hashes are known and differ; the message names both and the override flag.
+    """
+    trained = meta.get("dataset") or {}
+    want = trained.get("content_hash")
+    if want is None or ds_hash is None or want == ds_hash:
+        return
+    raise ValueError(
+        f"dataset mismatch: the bundle was trained on {trained.get('name')!r} (content sha256 {want[:12]}...), "
+        f"but --data is {ds_name!r} (content sha256 {ds_hash[:12]}...); its splits differ from the training "
+        "splits, so test events may have been trained on. Pass --ignore-dataset-mismatch to evaluate anyway."
+    )
