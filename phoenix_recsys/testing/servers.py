@@ -91,6 +91,9 @@ class Server:
             self.proc.wait(timeout=30)
         self.proc = None
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 

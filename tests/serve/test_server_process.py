@@ -7,11 +7,7 @@ it load the scoring programs the in-process tests already compiled.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,87 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-KEY = "test-key-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-START_TIMEOUT_S = 180.0
+from phoenix_recsys.testing.servers import AUTH, KEY, Server
+
 CONCURRENT_CLIENTS = 8
 CONCURRENT_SECONDS = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """One `serve` subprocess on a fixed store; `start`, `kill` (SIGKILL), `stop` (SIGTERM)."""
-
-    def __init__(self, bundle: Path, data: Path, work: Path, jax_cache: Path) -> None:
-        self.bundle, self.data, self.work = bundle, data, work
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = work / "server.log"
-        self.env = {
-            **os.environ,
-            "PHOENIX_API_KEY": KEY,
-            "PHOENIX_PUBLIC_READS": "true",  # these tests are about other things; test_access covers keys
-            "PHOENIX_INDEX_DIR": str(work / "index"),
-            "JAX_PLATFORMS": "cpu",
-            "JAX_COMPILATION_CACHE_DIR": str(jax_cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-        }
-
-    def start(self) -> None:
-        cmd = [
-            sys.executable, "-m", "phoenix_recsys.cli.main", "serve", str(self.bundle), "--data", str(self.data),
-            "--store", str(self.work / "store.sqlite"), "--host", "127.0.0.1", "--port", str(self.port),
-            "--log-level", "warning",
-        ]  # fmt: skip
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server did not answer /healthz within {START_TIMEOUT_S} s:\n{self.tail()}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, n: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
 @pytest.fixture(scope="module")
 def server(bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
     # `runtime` first: the in-process compile fills the shared XLA cache the server then reads.
-    srv = Server(bundle_dir, world.path, tmp_path_factory.mktemp("server"), jax_cache_dir)
+    srv = Server(bundle_dir, world.path, tmp_path_factory.mktemp("server"), jax_cache_dir, "server",
+                 PHOENIX_WARMUP="true")  # this suite always ran with warm-up on
     srv.start()
     yield srv
     srv.stop()
