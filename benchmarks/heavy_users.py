@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from phoenix_recsys.serve.settings import ServeSettings
 
     world, bundle, store, cfg = _prepare(Path(args.work), args.size, args.heavy)
+    extra = {} if args.exact_max_size is None else {"index_exact_max_size": args.exact_max_size}
     settings = ServeSettings(writes_enabled=False, warmup=True, store_path=store, index_follow=False,
-                             index_snapshot_interval_s=None)  # fmt: skip
+                             index_snapshot_interval_s=None, index_dir=store.parent / f"index-{args.exact_max_size}",
+                             **extra)  # fmt: skip
     apply_process_settings(settings)
     counts = user_event_counts(cfg)
     rng = np.random.default_rng(0)
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     service = FeedService.open(bundle, settings=settings, data_dir=world)
     open_s = time.perf_counter() - t0
     out: dict[str, Any] = {"size": args.size, "heavy": args.heavy, "open_s": round(open_s, 1),
+                           "index_kind": service.index.kind.value if service.index is not None else None,
                            "light_events_median": float(np.median(counts[light])),
                            "heavy_events": int(cfg.heavy_events), "load_avg_start": os.getloadavg()[0]}  # fmt: skip
     prof = cProfile.Profile() if args.profile else None
@@ -117,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--light-events", type=int, default=100, help="lifetime events of a light user")
     ap.add_argument("--requests", type=int, default=60, help="timed requests per class")
     ap.add_argument("--work", default="runs/heavy-users", help="cache of world, bundle and store")
+    ap.add_argument("--exact-max-size", type=int, default=None,
+                    help="index_exact_max_size (e.g. 10000: HNSW at 50k posts, as at full size)")
     ap.add_argument("--profile", action="store_true", help="cProfile the heavy feeds")
     ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args(argv)

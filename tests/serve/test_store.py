@@ -535,3 +535,16 @@ def test_one_process_may_open_its_file_twice(tmp_path):
     with Store.open(tmp_path / "t.db") as a, Store.open(tmp_path / "t.db") as b:
         a.add_posts([1], [1], [0])
         assert b.num_posts() == 1
+
+
+def test_bounded_seen_posts_keeps_the_newest_of_each_kind(store):
+    # The bounded read (the feed's seen set) on both backends: the `limit` newest impressions and
+    # the `limit` newest engagements at or after `since`, as a set; nothing = an empty array.
+    _posts(store, 10)
+    assert store.seen_posts(1, since=0, limit=3).tolist() == []
+    for p in range(6):
+        store.mark_seen(1, [p], seen_at=100 + p)
+    store.add_engagements([1, 1, 1], [7, 8, 9], [50, 200, 300], [{"like": 1.0}] * 3)
+    got = store.seen_posts(1, since=90, limit=2)
+    assert got.dtype == np.int64 and got.tolist() == [4, 5, 8, 9]
+    assert store.seen_posts(1, since=250, limit=5).tolist() == [9]

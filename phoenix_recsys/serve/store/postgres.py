@@ -136,6 +136,9 @@ class PostgresStore(SQLStore):
         # Shared SQL holds no literal '?' or '%', so this rewrite is exact.
         return sql.replace("?", "%s")
 
+    def _join_ints_sql(self, column: str) -> str:
+        return f"string_agg(({column})::text, ',')"
+
     def _ids_table(self, alias: str) -> str:
         return f"unnest(%s::bigint[]) AS {alias}(value)"
 
