@@ -78,10 +78,12 @@ def test_memory_path_is_refused():
 def test_migrations_versioned_and_idempotent_on_reopen(tmp_path):
     path = tmp_path / "m.db"
     with Store.open(path) as s:
-        assert s.schema_version() == len(MIGRATIONS) == 3
+        assert s.schema_version() == len(MIGRATIONS) == 4
         _posts(s, 3)
     with Store.open(path) as s:  # reopen: nothing re-applied, data intact
-        assert s.applied_migrations() == [(1, "initial schema"), (2, "post sequence"), (3, "client event ids")]
+        assert s.applied_migrations() == [
+            (1, "initial schema"), (2, "post sequence"), (3, "client event ids"), (4, "seen served time indexes")
+        ]
         assert s.num_posts() == 3
 
 
