@@ -162,6 +162,18 @@ class PostgresStore(SQLStore):
         # Held to COMMIT: post-log appends commit in the order their numbers were drawn.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_POST_LOG_LOCK,))
 
+    def _after_bulk_load(self, tables: Sequence[str]) -> None:
+        # Freshly COPYed tables have no statistics (the planner guesses row counts) and no
+        # visibility map (index-only scans visit the heap for every row) until autovacuum gets
+        # to them, up to a minute or more later. VACUUM cannot run inside a transaction: skip it
+        # when the caller still holds one (autovacuum then does it after that commits).
+        if self._closed or getattr(self._local, "conn", None) is not None or not tables:
+            return
+        if not all(t.isidentifier() for t in tables):
+            raise ValueError(f"tables must be identifiers, got {list(tables)}")
+        with self._pool.connection() as c:
+            c.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
+
     def _is_missing_post_error(self, e: BaseException) -> bool:
         return isinstance(e, self._psycopg.errors.ForeignKeyViolation)
 
