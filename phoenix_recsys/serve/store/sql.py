@@ -55,6 +55,13 @@ class SQLStore(Store):
     def _before_post_log(self, conn: Any) -> None:
         """Called in the writing transaction just before post-sequence rows are appended."""
 
+    def _after_bulk_load(self, tables: Sequence[str]) -> None:
+        """Called after a bulk load (seeding, `store migrate`) has committed rows into `tables`.
+
+        SQLite: nothing (its planner needs no statistics for these queries). PostgreSQL refreshes
+        planner statistics and the visibility map at once instead of after autovacuum's next round.
+        """
+
     def _executemany(self, conn: Any, sql: str, rows: Sequence[tuple]) -> int:
         """Run `sql` once per row in `conn`'s transaction; the number of rows changed."""
         if not rows:
