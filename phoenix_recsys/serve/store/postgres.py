@@ -31,7 +31,7 @@ import numpy as np
 from phoenix_recsys.serve.store import _validate as v
 from phoenix_recsys.serve.store.base import SchemaVersionError
 from phoenix_recsys.serve.store.migrations import Migration, check_migrations, load_migrations
-from phoenix_recsys.serve.store.sql import SQLStore
+from phoenix_recsys.serve.store.sql import POST_COLS, SQLStore
 
 MIGRATIONS: tuple[Migration, ...] = load_migrations("postgres")
 
@@ -43,6 +43,8 @@ _POST_LOG_LOCK = 0x706878_0002
 # A plain multi-row insert (no ON CONFLICT / RETURNING) is the same as COPY, which is ~10x faster.
 _PLAIN_INSERT = re.compile(r"^\s*INSERT INTO (\w+) \(([\w, ]+)\) VALUES \([?, ]+\)\s*$", re.IGNORECASE)
 _COPY_MIN_ROWS = 500
+_P_COLS = ", ".join("p." + c for c in POST_COLS)
+_Q_COLS = ", ".join("q." + c for c in POST_COLS)
 
 
 def redact_url(url: str) -> str:
@@ -136,15 +138,44 @@ class PostgresStore(SQLStore):
         # Shared SQL holds no literal '?' or '%', so this rewrite is exact.
         return sql.replace("?", "%s")
 
+    def _join_ints_sql(self, column: str) -> str:
+        return f"string_agg(({column})::text, ',')"
+
     def _ids_table(self, alias: str) -> str:
         return f"unnest(%s::bigint[]) AS {alias}(value)"
 
     def _ids_param(self, ids: np.ndarray) -> Any:
         return ids.tolist()
 
+    def _recent_posts_sql(self) -> str:
+        # PostgreSQL cannot turn the shared query's correlated `p.post_id IN (sub-select ... LIMIT)`
+        # into a join: it walks every post newest first, crosses it with every author and runs the
+        # sub-select per pair as a join filter (posts x authors sub-selects: 210k for 21 authors on
+        # 10k posts, ~1 s of CPU per feed, with or without ANALYZE). LATERAL leaves one way to run
+        # it: per author, the newest `cap` posts from idx_posts_author_created, then one top-N sort,
+        # so the cost is O(authors x cap) whatever the statistics say. Same parameters and result.
+        return (
+            f"SELECT {_P_COLS} FROM {self._ids_table('a')} CROSS JOIN LATERAL ("
+            f"  SELECT {_Q_COLS} FROM posts AS q WHERE q.author_id = a.value AND q.created_at >= ?"
+            "  ORDER BY q.created_at DESC, q.post_id DESC LIMIT ?) AS p "
+            "ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?"
+        )
+
     def _before_post_log(self, conn: Any) -> None:
         # Held to COMMIT: post-log appends commit in the order their numbers were drawn.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_POST_LOG_LOCK,))
+
+    def _after_bulk_load(self, tables: Sequence[str]) -> None:
+        # Freshly COPYed tables have no statistics (the planner guesses row counts) and no
+        # visibility map (index-only scans visit the heap for every row) until autovacuum gets
+        # to them, up to a minute or more later. VACUUM cannot run inside a transaction: skip it
+        # when the caller still holds one (autovacuum then does it after that commits).
+        if self._closed or getattr(self._local, "conn", None) is not None or not tables:
+            return
+        if not all(t.isidentifier() for t in tables):
+            raise ValueError(f"tables must be identifiers, got {list(tables)}")
+        with self._pool.connection() as c:
+            c.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
 
     def _is_missing_post_error(self, e: BaseException) -> bool:
         return isinstance(e, self._psycopg.errors.ForeignKeyViolation)
