@@ -607,6 +607,27 @@ class FeedService:
         self._check_limit(("limit",), limit, self.settings.max_history_items, "limit", where="query")
         return self.store.get_history(user_id, limit)
 
+    #: The most users one `list_users` call returns (a page; `after` continues).
+    MAX_USERS_PAGE = 1000
+
+    def list_users(self, limit: int, *, after: int | None = None, order: str = "recent") -> dict[str, Any]:
+        """A page of users with stored engagements, for pickers such as the explorer page.
+
+        `order="recent"`: users with the newest engagements first, each with `last_active`;
+        `order="id"`: ascending ids after `after`, with `next_after` for the next page.
+        """
+        self._check_limit(("limit",), limit, self.MAX_USERS_PAGE, "limit", where="query")
+        if order == "recent":
+            if after is not None:
+                raise InvalidRequest(("after",), "after pages by id: use it with order=id", where="query")
+            users, last = self.store.recent_users(limit)
+            return {"order": order, "users": [{"user_id": u, "last_active": t} for u, t in
+                                              zip(users.tolist(), last.tolist(), strict=True)], "next_after": None}
+        users = self.store.list_users(limit, after=after)
+        nxt = int(users[-1]) if len(users) == limit else None
+        return {"order": order, "users": [{"user_id": u, "last_active": None} for u in users.tolist()],
+                "next_after": nxt}
+
     def health(self) -> dict[str, Any]:
         """Liveness plus what is loaded (touches the store, so a broken file shows here)."""
         return {

@@ -240,6 +240,17 @@ class UserEventsResponse(BaseModel):
     events: list[StoredEventPublic] = Field(description="Oldest first.")
 
 
+class UserSummary(BaseModel):
+    user_id: int
+    last_active: int | None = Field(description="Timestamp of the newest engagement (order=recent only).")
+
+
+class UsersResponse(BaseModel):
+    order: str
+    users: list[UserSummary]
+    next_after: int | None = Field(description="With order=id: pass as `after` for the next page; null at the end.")
+
+
 class HealthResponse(BaseModel):
     status: str
     schema_version: int

@@ -277,6 +277,14 @@ class Store(abc.ABC):
         """Record client event ids in the open write transaction; `[E]` bool, True where new."""
 
     @abc.abstractmethod
+    def list_users(self, limit: int, *, after: int | None = None) -> np.ndarray:
+        """`[K]` int64 ids of users with stored engagements, ascending, greater than `after`, K <= limit."""
+
+    @abc.abstractmethod
+    def recent_users(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Users with the newest engagements: (`[K]` user ids, `[K]` their latest timestamp), newest first."""
+
+    @abc.abstractmethod
     def seen_posts(self, user_id: int, *, since: int | None = None, limit: int | None = None) -> np.ndarray:
         """`[K]` int64 posts the user engaged with or reported as impressions, ascending.
 
