@@ -37,6 +37,15 @@ class SchemaVersionError(RuntimeError):
     """The database was written by a newer schema than this code knows."""
 
 
+class StoreUnavailableError(RuntimeError):
+    """The store cannot be reached now (database down or restarting, connection lost, pool exhausted).
+
+    Transient: the same call may succeed later, without reopening the store. A write that raised
+    it may or may not have committed (the connection went away under it); retry it with the
+    same client event ids.
+    """
+
+
 class StoreLockedError(RuntimeError):
     """Another process already writes this store (SQLite has one writer process; see the message)."""
 
