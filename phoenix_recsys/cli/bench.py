@@ -45,8 +45,14 @@ def run_cmd(
         str | None, typer.Option("--size", help="scale / replicas only: USERSxPOSTSxEVENTS (defaults 100000x1000000x10000000 / 20000x100000x1000000).")
     ] = None,
     as_json: JsonFlag = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the work directory's seed records and checkpoints "
+                                        "(default: a stopped job resumes where it stopped).")] = False,
 ) -> None:
-    """Run one quality benchmark end to end and print its summary (`scale`: the HTTP load benchmark)."""
+    """Run one quality benchmark end to end and print its summary (`scale`: the HTTP load benchmark).
+
+    A stopped job rerun on the same --work resumes: finished seeds (and each seed's finished stages) are
+    read back when their fingerprint (job config + data) matches, unfinished training continues from
+    its last checkpoint."""
     from phoenix_recsys.cli.train import print_report
     from phoenix_recsys.train.quality import jobs, run_job
 
@@ -62,7 +68,8 @@ def run_cmd(
     all_jobs = jobs()
     if name not in all_jobs:
         raise ValueError(f"unknown benchmark {name!r}; known: {sorted(all_jobs)}")
-    summary = run_job(all_jobs[name], work or Path("runs") / f"bench-{name}", steps=steps, progress=not as_json)
+    summary = run_job(all_jobs[name], work or Path("runs") / f"bench-{name}", steps=steps, progress=not as_json,
+                      fresh=fresh)
     if results is not None:
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps(summary, indent=2) + "\n")
@@ -86,8 +93,9 @@ def _named(job_name: str):
         steps: Annotated[int | None, typer.Option("--steps", help="Override the training steps.")] = None,
         results: Annotated[Path | None, typer.Option("--results", help="Also write the summary JSON here.")] = None,
         as_json: JsonFlag = False,
+        fresh: Annotated[bool, typer.Option("--fresh", help="Ignore seed records and checkpoints.")] = False,
     ) -> None:
-        run_cmd(job_name, work, steps, results, as_json)
+        run_cmd(job_name, work, steps, results, None, as_json, fresh)
 
     return cmd
 

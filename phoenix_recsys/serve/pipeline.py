@@ -57,7 +57,7 @@ from phoenix_recsys.serve.index.snapshot import load_newest
 from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings, candidate_buckets, padded_size
 from phoenix_recsys.serve.seed import seed_store
 from phoenix_recsys.serve.settings import Clock, ServeSettings
-from phoenix_recsys.serve.store import History, Store
+from phoenix_recsys.serve.store import History, Store, StoreUnavailableError
 from phoenix_recsys.serve.types import (
     EventsResult,
     FeedItem,
@@ -624,11 +624,41 @@ class FeedService:
         self._check_limit(("limit",), limit, self.settings.max_history_items, "limit", where="query")
         return self.store.get_history(user_id, limit)
 
+    #: The most users one `list_users` call returns (a page; `after` continues).
+    MAX_USERS_PAGE = 1000
+
+    def list_users(self, limit: int, *, after: int | None = None, order: str = "recent") -> dict[str, Any]:
+        """A page of users with stored engagements, for pickers such as the explorer page.
+
+        `order="recent"`: users with the newest engagements first, each with `last_active`;
+        `order="id"`: ascending ids after `after`, with `next_after` for the next page.
+        """
+        self._check_limit(("limit",), limit, self.MAX_USERS_PAGE, "limit", where="query")
+        if order == "recent":
+            if after is not None:
+                raise InvalidRequest(("after",), "after pages by id: use it with order=id", where="query")
+            users, last = self.store.recent_users(limit)
+            return {"order": order, "users": [{"user_id": u, "last_active": t} for u, t in
+                                              zip(users.tolist(), last.tolist(), strict=True)], "next_after": None}
+        users = self.store.list_users(limit, after=after)
+        nxt = int(users[-1]) if len(users) == limit else None
+        return {"order": order, "users": [{"user_id": u, "last_active": None} for u in users.tolist()],
+                "next_after": nxt}
+
     def health(self) -> dict[str, Any]:
-        """Liveness plus what is loaded (touches the store, so a broken file shows here)."""
+        """Liveness plus what is loaded (touches the store, so a broken file shows here).
+
+        A store that cannot be reached now (PostgreSQL down or restarting) is reported as
+        `status: store_unavailable`, not raised: the process is alive and recovers by itself, so
+        a liveness probe must not restart it (`/readyz` takes it out of the balancer meanwhile).
+        """
+        try:
+            schema: int | None = self.store.schema_version()
+        except StoreUnavailableError:
+            schema = None
         return {
-            "status": "ok",
-            "schema_version": self.store.schema_version(),
+            "status": "ok" if schema is not None else "store_unavailable",
+            "schema_version": schema,
             "bundle": self.runtime.fingerprint,
             "actions": list(self.vocab.names),
             "index_posts": None if self.index is None else len(self.index),

@@ -240,9 +240,20 @@ class UserEventsResponse(BaseModel):
     events: list[StoredEventPublic] = Field(description="Oldest first.")
 
 
+class UserSummary(BaseModel):
+    user_id: int
+    last_active: int | None = Field(description="Timestamp of the newest engagement (order=recent only).")
+
+
+class UsersResponse(BaseModel):
+    order: str
+    users: list[UserSummary]
+    next_after: int | None = Field(description="With order=id: pass as `after` for the next page; null at the end.")
+
+
 class HealthResponse(BaseModel):
-    status: str
-    schema_version: int
+    status: str  # "ok", or "store_unavailable" while a server store (PostgreSQL) cannot be reached
+    schema_version: int | None  # None while the store cannot be reached
     bundle: str
     actions: list[str]
     index_posts: int | None
