@@ -9,8 +9,10 @@ Sizes: S=128 history, C=1024 candidates, D=128, 2 layers (the issue's setting), 
 
 Efficiency of (b): useful FLOPs of the request (`useful_flops`: the dense matrix products of the
 standard formulation, context encoding included; no padding, masks, norms, rotary, softmax or
-table lookups) per second, against a jitted 1024x1024x1024 matmul in the same dtype, timed in the
-same rounds (so both see the same load). `% of peak` is the median over rounds of the ratio.
+table lookups) per second, against a jitted 1024x1024x1024 matmul in the same dtype, both timed in
+alternating rounds (so both see the same load). `% of peak` compares the best round of each (a peak
+is a best case, and on a shared box the best rounds are the ones with both cores free); the JSON also
+keeps the per-round ratio of medians.
 """
 
 from __future__ import annotations
@@ -101,10 +103,13 @@ def _measure(dtype: str, chunk_size: int) -> dict:
         matmul(x, x).block_until_ready()
 
     flops = useful_flops(cfg, 1 + S, C)
-    cached_s, peak_s = [], []
+    cached_s, peak_s, cached_best, peak_best = [], [], [], []
     for _ in range(ROUNDS):
-        cached_s.append(time_call(cached_scoring, repeats=5, min_time=0.3)["median_s"])
-        peak_s.append(time_call(peak, repeats=5, min_time=0.3)["median_s"])
+        tc, tp = time_call(cached_scoring, repeats=5, min_time=0.3), time_call(peak, repeats=5, min_time=0.3)
+        cached_s.append(tc["median_s"])
+        peak_s.append(tp["median_s"])
+        cached_best.append(tc["best_s"])
+        peak_best.append(tp["best_s"])
     fraction = [(flops["request"] / c) / (2 * PEAK_N**3 / p) for c, p in zip(cached_s, peak_s, strict=True)]
     tb = {"median_s": float(np.median(cached_s))}
     return {
@@ -117,10 +122,12 @@ def _measure(dtype: str, chunk_size: int) -> dict:
         "max_abs_logit_diff": float(np.abs(ref - got).max()),
         "useful_mflop_per_candidate": flops["per_candidate"] / 1e6,
         "useful_mflop_encode": flops["encode"] / 1e6,
-        "cached_gflops": flops["request"] / tb["median_s"] / 1e9,
-        "matmul_peak_gflops": 2 * PEAK_N**3 / float(np.median(peak_s)) / 1e9,
-        "fraction_of_peak": float(np.median(fraction)),
-        "fraction_of_peak_per_round": fraction,
+        "cached_gflops_median": flops["request"] / tb["median_s"] / 1e9,
+        "matmul_gflops_median": 2 * PEAK_N**3 / float(np.median(peak_s)) / 1e9,
+        "cached_gflops": flops["request"] / min(cached_best) / 1e9,
+        "matmul_peak_gflops": 2 * PEAK_N**3 / min(peak_best) / 1e9,
+        "fraction_of_peak": (flops["request"] / min(cached_best)) / (2 * PEAK_N**3 / min(peak_best)),
+        "fraction_of_peak_median_per_round": fraction,
     }
 
 
@@ -135,12 +142,13 @@ def table(result: dict) -> str:
     """Markdown table of a `run()` result."""
     return markdown_table(
         ["dtype", "(a) full forward / 32-slice, cand/s", "(b) cached context, cand/s", "(b)/(a)",
-         "(a) ms/request", "(b) ms/request", "max |logit diff|", "(b) useful GFLOP/s",
-         "matmul peak GFLOP/s", "(b) % of peak"],
+         "(a) ms/request", "(b) ms/request", "max |logit diff|", "(b) useful GFLOP/s, best",
+         "matmul peak GFLOP/s", "(b) % of peak", "medians: (b) / matmul GFLOP/s"],
         [[r["dtype"], f"{r['reference_full_forward_cands_per_s']:,.0f}", f"{r['cached_context_cands_per_s']:,.0f}",
           f"{r['speedup']:.1f}x", f"{r['reference_ms_per_request']:.1f}", f"{r['cached_ms_per_request']:.1f}",
           f"{r['max_abs_logit_diff']:.1e}", f"{r['cached_gflops']:.0f}", f"{r['matmul_peak_gflops']:.0f}",
-          f"{100 * r['fraction_of_peak']:.0f}%"] for r in result["rows"]],
+          f"{100 * r['fraction_of_peak']:.0f}%",
+          f"{r['cached_gflops_median']:.0f} / {r['matmul_gflops_median']:.0f}"] for r in result["rows"]],
     )
 
 
