@@ -56,7 +56,7 @@ from phoenix_recsys.serve.index.snapshot import load_newest
 from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings, candidate_buckets, padded_size
 from phoenix_recsys.serve.seed import seed_store
 from phoenix_recsys.serve.settings import Clock, ServeSettings
-from phoenix_recsys.serve.store import History, Store
+from phoenix_recsys.serve.store import History, Store, StoreUnavailableError
 from phoenix_recsys.serve.types import (
     EventsResult,
     FeedItem,
@@ -639,10 +639,19 @@ class FeedService:
                 "next_after": nxt}
 
     def health(self) -> dict[str, Any]:
-        """Liveness plus what is loaded (touches the store, so a broken file shows here)."""
+        """Liveness plus what is loaded (touches the store, so a broken file shows here).
+
+        A store that cannot be reached now (PostgreSQL down or restarting) is reported as
+        `status: store_unavailable`, not raised: the process is alive and recovers by itself, so
+        a liveness probe must not restart it (`/readyz` takes it out of the balancer meanwhile).
+        """
+        try:
+            schema: int | None = self.store.schema_version()
+        except StoreUnavailableError:
+            schema = None
         return {
-            "status": "ok",
-            "schema_version": self.store.schema_version(),
+            "status": "ok" if schema is not None else "store_unavailable",
+            "schema_version": schema,
             "bundle": self.runtime.fingerprint,
             "actions": list(self.vocab.names),
             "index_posts": None if self.index is None else len(self.index),

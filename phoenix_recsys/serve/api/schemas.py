@@ -256,8 +256,8 @@ class UsersResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str
-    schema_version: int
+    status: str  # "ok", or "store_unavailable" while a server store (PostgreSQL) cannot be reached
+    schema_version: int | None  # None while the store cannot be reached
     bundle: str
     actions: list[str]
     index_posts: int | None
