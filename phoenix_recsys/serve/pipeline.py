@@ -585,16 +585,26 @@ class FeedService:
         res = self.index.search(emb[None, :], k=k, exclude=[exclude])
         ok = res.ids[0] >= 0
         ids, scores = res.ids[0][ok], res.scores[0][ok]
-        authors = self.store.get_posts(ids).author_ids if ids.size else np.zeros(0, np.int64)
+        # Hydrated like feed candidates: the store is the truth, so a post deleted or taken down
+        # (or a repost of one) is dropped here even before this server's index has caught up, and
+        # blocks and mutes (both directions, on a post's author and a repost's original author)
+        # hold for retrieval too. Dropped after the search, so the answer may hold fewer than k.
+        c = hydrate(self.store, Candidates(post_ids=ids, author_ids=np.full(ids.shape[0], -1, np.int64),
+                                           created_at=np.full(ids.shape[0], -1, np.int64), source="retrieve"))
+        keep = c.author_ids >= 0
         if user_id is not None and ids.size:
-            # Blocks and mutes (both directions) hold for retrieval too; hidden posts are dropped
-            # after the search, so a viewer with many hidden authors may get fewer than k.
-            keep = ~np.isin(authors, self._hidden_authors(user_id))
-            ids, scores, authors = ids[keep], scores[keep], authors[keep]
+            hidden = self._hidden_authors(user_id)
+            keep &= ~np.isin(c.author_ids, hidden) & ~np.isin(c.original_author_ids, hidden)
+        c, scores = c.take(keep), scores[keep]
+        assert c.repost_of is not None and c.original_author_ids is not None
         items = tuple(
-            RetrievedPost(post_id=int(p), author_id=int(a), score=float(sc))
-            for p, a, sc in zip(ids.tolist(), authors.tolist(), scores.tolist(), strict=True)
-        )
+            RetrievedPost(
+                post_id=p, author_id=a, score=float(sc), repost_of=r if r >= 0 else None,
+                original_author_id=o if r >= 0 else None,
+            )
+            for p, a, sc, r, o in zip(c.post_ids.tolist(), c.author_ids.tolist(), scores.tolist(),
+                                      c.repost_of.tolist(), c.original_author_ids.tolist(), strict=True)
+        )  # fmt: skip
         s = self.runtime.retrieval_config.history_seq_len if self.runtime.retrieval_config else len(h)
         return RetrieveResult(user_id=user_id, history_length=min(len(h), s), items=items)
 
