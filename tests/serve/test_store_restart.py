@@ -58,7 +58,9 @@ def test_database_restart_gives_503_then_serves_again_without_a_service_restart(
         w = client.post("/v1/events", json={"events": [{"user_id": user, "post_id": post, "actions": {"favorite": 1}}]},
                         headers=AUTH)  # fmt: skip
         assert w.status_code == 503 and w.json()["detail"]["type"] == "store_unavailable"
-        assert client.get("/readyz").status_code == 503
+        assert client.get("/readyz").status_code == 503  # out of the balancer ...
+        health = client.get("/healthz")  # ... but alive: a liveness probe must not restart it
+        assert health.status_code == 200 and health.json()["status"] == "store_unavailable"
         with pytest.raises(StoreUnavailableError, match="unavailable"):
             svc.store.followed_authors(user)
 
@@ -72,6 +74,7 @@ def test_database_restart_gives_503_then_serves_again_without_a_service_restart(
             time.sleep(0.2)
         assert r.status_code == 200 and r.json()["items"], r.text
         assert client.get("/readyz").status_code == 200
+        assert client.get("/healthz").json()["status"] == "ok"
         w = client.post("/v1/events", json={"events": [{"user_id": user, "post_id": post, "actions": {"favorite": 1}}]},
                         headers=AUTH)  # fmt: skip
         assert w.status_code == 200, w.text
