@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -90,6 +91,7 @@ EV = {"events": [{"user_id": 1, "post_id": 3, "actions": ["favorite"]}]}
 REQUESTS = [
     ("POST", "/v1/feed", {"user_id": 1, "k": 3}), ("POST", "/v1/rank", {"user_id": 1, "candidates": [{"post_id": 3}]}),
     ("POST", "/v1/retrieve", {"user_id": 1, "k": 3}), ("GET", "/v1/users/1/events", None), ("GET", "/metrics", None),
+    ("GET", "/v1/users", None),
     ("POST", "/v1/events", EV), ("POST", "/v1/posts", {"posts": [{"post_id": 90_001, "author_id": 2}]}),
     ("PUT", "/v1/users/1/blocks/2", None), ("DELETE", "/v1/users/1/mutes/2", None),
     ("POST", "/v1/admin/reload-keys", None),
@@ -169,6 +171,27 @@ def make_settings_client(service_factory):
     yield make
     for c in clients:
         c.close()
+
+
+#: The routes open without a key: probes, the API docs and the explorer's static files.
+OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/ui"}
+
+
+def test_every_route_but_the_open_ones_needs_a_key(make_settings_client, settings_factory):
+    """A property over the app's own OpenAPI route table, so a route added later cannot ship unguarded."""
+    c = make_settings_client(settings=settings_factory(api_key=None, public_reads=False, api_keys=[
+        {"name": "writer", "key": OLD_KEY, "scopes": ["read", "write"]}]))  # fmt: skip
+    fill = {"user_id": "1", "author_id": "2", "relation": "blocks", "post_id": "3"}
+    checked = set()
+    for path, ops in c.get("/openapi.json").json()["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        url = re.sub(r"\{(\w+)\}", lambda m: fill.get(m.group(1), "1"), path)
+        for method in ops:
+            r = c.request(method.upper(), url, json={})
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
+            checked.add((method.upper(), path))
+    assert len(checked) >= len(REQUESTS)
 
 
 def test_keys_are_held_only_as_digests_and_compared_by_digest():

@@ -163,3 +163,12 @@ def test_protected_reads_work_with_the_pasted_key(make_server, page, api_key):
     page.wait_for_function(f"document.querySelectorAll('#feed li.item').length === {K}")
     page.reload()  # the key stays in localStorage across loads
     page.wait_for_function(f"document.querySelectorAll('#feed li.item').length === {K}")
+    # With the key the page lists the recently active users; picking one loads that user's feed.
+    page.wait_for_function("document.querySelectorAll('#users button.pick').length > 0")
+    listed = [int(u) for u in page.locator("#users button.pick").evaluate_all("els => els.map(e => e.dataset.userId)")]
+    users, _ = service.store.recent_users(20)
+    assert listed == users.tolist()
+    other = next(u for u in listed if u != user)
+    page.locator(f"#users button.pick[data-user-id='{other}']").click()
+    page.wait_for_function(f"document.getElementById('summary').textContent.startsWith('user {other}')")
+    assert page.input_value("#user") == str(other)

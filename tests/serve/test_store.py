@@ -268,6 +268,34 @@ def test_recent_posts_by_authors_matches_a_reference(store):
     assert len(store.recent_posts_by_authors([], 10, 10)) == 0
 
 
+def test_user_listing_pages_every_user_and_orders_recent_by_last_event(store):
+    rng = np.random.default_rng(11)
+    _posts(store, 20)
+    n = 300
+    users = rng.choice([0, 3, 4, 10, 11, 12, 57, 1000, 2**40], size=n)  # heavy repeats, sparse ids
+    ts = rng.integers(0, 40, n)  # many timestamp ties
+    store.add_engagements(user_ids=users, post_ids=rng.integers(0, 20, n), timestamps=ts,
+                          actions=[{"favorite": 1}] * n)
+    expected = sorted(set(users.tolist()))
+    for page in (1, 2, 4, 100):
+        got, after = [], None
+        while True:
+            chunk = store.list_users(page, after=after).tolist()
+            got += chunk
+            if len(chunk) < page:
+                break
+            after = chunk[-1]
+        assert got == expected, page
+    assert store.list_users(5, after=2**40).tolist() == []
+    last = {u: int(ts[users == u].max()) for u in expected}
+    ids, when = store.recent_users(len(expected))  # the scan window covers all 300 rows here
+    ref = sorted(expected, key=lambda u: (-last[u], u))
+    assert ids.tolist() == ref and when.tolist() == [last[u] for u in ref]
+    assert store.recent_users(2)[0].tolist() == ref[:2]
+    with pytest.raises(ValueError, match="limit"):
+        store.list_users(0)
+
+
 def test_popular_and_fresh_posts(store):
     _posts(store, 5)  # post i created at 1000 + 10 i
     store.add_engagements([1, 2, 3, 1, 2, 1], [3, 3, 3, 1, 1, 4], [5, 5, 900, 5, 5, 5], [{"like": 1}] * 6)

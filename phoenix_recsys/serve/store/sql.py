@@ -500,6 +500,49 @@ class SQLStore(Store):
         uid = v.scalar_int("user_id", user_id)
         return self._scalar_ints("SELECT user_id FROM blocks WHERE author_id = ? ORDER BY user_id", (uid,))
 
+    # -- users ----------------------------------------------------------------------------------
+    def list_users(self, limit: int, *, after: int | None = None) -> np.ndarray:
+        """`[K]` int64 ids of users with stored engagements, ascending, greater than `after`, K <= limit.
+
+        One index seek per user on engagements(user_id, ...), so a page costs `limit` seeks however
+        many events the users have (a DISTINCT would walk every row of a heavy user).
+        """
+        limit = v.scalar_int("limit", limit)
+        if limit < 1:
+            raise ValueError(f"limit: must be >= 1, got {limit}")
+        cur = -(2**62) if after is None else v.scalar_int("after", after)
+        out: list[int] = []
+        while len(out) < limit:
+            (nxt,) = self._fetchone("SELECT MIN(user_id) FROM engagements WHERE user_id > ?", (cur,))
+            if nxt is None:
+                break
+            out.append(int(nxt))
+            cur = int(nxt)
+        return np.array(out, dtype=np.int64)
+
+    #: How many of the newest engagement rows `recent_users` reads per user asked for: a bound on its
+    #: work (it reads the time index backwards) that still finds enough distinct users in practice.
+    RECENT_USERS_SCAN = 50
+
+    def recent_users(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Users with the newest engagements: (`[K]` user ids, `[K]` their latest timestamp), newest first.
+
+        Reads at most `limit * RECENT_USERS_SCAN` of the newest engagement rows (bounded work on a large
+        store), so a user whose last event is older than that window is not listed; `list_users` pages
+        through every user.
+        """
+        limit = v.scalar_int("limit", limit)
+        if limit < 1:
+            raise ValueError(f"limit: must be >= 1, got {limit}")
+        rows = self._fetchall(
+            "SELECT user_id, MAX(timestamp) AS last_t FROM ("
+            "SELECT user_id, timestamp FROM engagements ORDER BY timestamp DESC LIMIT ?"
+            ") AS newest GROUP BY user_id ORDER BY last_t DESC, user_id LIMIT ?",
+            (limit * self.RECENT_USERS_SCAN, limit),
+        )
+        users = np.array([r[0] for r in rows], dtype=np.int64)
+        return users, np.array([r[1] for r in rows], dtype=np.int64)
+
     # -- served / seen --------------------------------------------------------------------------
     def mark_served(self, user_id: int, post_ids: Any, session_id: str, *, served_at: int | None = None) -> int:
         """Record that these posts were served to the user in this session (for pagination).
