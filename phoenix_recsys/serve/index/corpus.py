@@ -11,7 +11,9 @@ Design choices:
   `IndexIDMap2`: HNSW cannot remove vectors, so a re-added post id (its embedding changed)
   tombstones the old position and appends the new vector. Duplicate ids across `add` calls
   therefore REPLACE; duplicates inside one call are rejected as ambiguous. Search over-fetches by
-  the number of tombstones plus excluded ids, so both stay invisible in results.
+  the expected share of tombstones and excluded ids among the nearest posts, doubling the fetch
+  while a row comes back short, so both stay invisible in results without a fetch that grows with
+  a user's seen set.
 * Threads: FAISS parallelises each search with OpenMP over all cores by default; we leave that
   process-wide setting (`faiss.omp_set_num_threads`) to the application, since a library changing
   it would silently slow every other FAISS user in the process. A lock serialises `add`, `search`
@@ -177,6 +179,30 @@ def _exclusion_array(e: Iterable[int] | np.ndarray | None) -> np.ndarray | None:
     if isinstance(e, np.ndarray):
         return np.unique(e.astype(np.int64).ravel())
     return np.unique(np.fromiter((int(i) for i in e), dtype=np.int64))
+
+
+def _sorted_member(x: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """`[len(x)]` bool: x[i] is in `sorted_ids` (ascending). O(len(x) log n), unlike `np.isin`,
+    which sorts or tables the whole corpus-sized side on every call."""
+    if sorted_ids.size == 0 or x.size == 0:
+        return np.zeros(x.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, x), sorted_ids.size - 1)
+    return sorted_ids[pos] == x
+
+
+def _first_fetch(k: int, n_excl: int, n_dead: int, n_total: int) -> int:
+    """How many neighbours to ask FAISS for first, so that about k survive exclusions and tombstones.
+
+    Fetching k + every exclusion made a user's search grow with their seen set (10k seen posts:
+    an HNSW search with k = 11,000, so efSearch 11,000). Instead assume the excluded and dead
+    positions are spread like the corpus: a fraction f of any neighbourhood, so k / (1 - f) plus a
+    margin usually suffice, and `search` doubles the fetch when a row comes back short. Never
+    more than the old bound (k + all of them), which is exact for a flat index.
+    """
+    bound = min(n_total, k + n_excl + n_dead)
+    f = min((n_excl + n_dead) / max(n_total, 1), 0.9)
+    estimate = int(np.ceil(k / (1.0 - f) * 1.25)) + 32
+    return max(1, min(bound, estimate))
 
 
 def _new_faiss_index(kind: IndexKind, dim: int, config: IndexConfig) -> faiss.Index:
@@ -388,12 +414,10 @@ class CorpusIndex:
                 return SearchResult(out_ids, out_scores)
             excl = [_exclusion_array(e) for e in (exclude if exclude is not None else [None] * b)]
             # Excluded ids that are actually indexed: each can take one slot of the fetch.
-            n_excl = np.array(
-                [0 if e is None else int(np.isin(e, live, assume_unique=True).sum()) for e in excl]
-            )
+            n_excl = np.array([0 if e is None else int(_sorted_member(e, live).sum()) for e in excl])
             achievable = np.minimum(k, live.size - n_excl)
             n_dead = n_total - live.size
-            fetch = min(n_total, k + int(n_excl.max()) + n_dead)
+            fetch = _first_fetch(k, int(n_excl.max()), n_dead, n_total)
             while True:
                 scores, pos = self._index.search(q, fetch)
                 ok = pos >= 0
@@ -402,8 +426,9 @@ class CorpusIndex:
                 ok &= self._alive[safe]
                 for i, e in enumerate(excl):
                     if e is not None and e.size:
-                        ok[i] &= ~np.isin(ids[i], e)
-                # Exact search is complete after one round; HNSW may return fewer true hits.
+                        ok[i] &= ~_sorted_member(ids[i], e)
+                # Complete once every row has what it can have; a short row (more exclusions or
+                # tombstones near the query than the estimate, or HNSW's approximation) doubles.
                 if fetch >= n_total or np.all(ok.sum(axis=1) >= achievable):
                     break
                 fetch = min(n_total, 2 * fetch)
