@@ -45,8 +45,14 @@ def run_cmd(
         str | None, typer.Option("--size", help="scale / replicas only: USERSxPOSTSxEVENTS (defaults 100000x1000000x10000000 / 20000x100000x1000000).")
     ] = None,
     as_json: JsonFlag = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the work directory's seed records and checkpoints "
+                                        "(default: a stopped job resumes where it stopped).")] = False,
 ) -> None:
-    """Run one quality benchmark end to end and print its summary (`scale`: the HTTP load benchmark)."""
+    """Run one quality benchmark end to end and print its summary (`scale`: the HTTP load benchmark).
+
+    A stopped job rerun on the same --work resumes: finished seeds (and each seed's finished stages) are
+    read back when their fingerprint (job config + data) matches, unfinished training continues from
+    its last checkpoint."""
     from phoenix_recsys.cli.train import print_report
     from phoenix_recsys.train.quality import jobs, run_job
 
@@ -62,7 +68,8 @@ def run_cmd(
     all_jobs = jobs()
     if name not in all_jobs:
         raise ValueError(f"unknown benchmark {name!r}; known: {sorted(all_jobs)}")
-    summary = run_job(all_jobs[name], work or Path("runs") / f"bench-{name}", steps=steps, progress=not as_json)
+    summary = run_job(all_jobs[name], work or Path("runs") / f"bench-{name}", steps=steps, progress=not as_json,
+                      fresh=fresh)
     if results is not None:
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps(summary, indent=2) + "\n")
@@ -80,14 +87,42 @@ def run_cmd(
     console.print(f"{name}: {summary['seconds']} s ({summary['train_seconds']} s training)")
 
 
+@bench_app.command("report")
+@domain_errors
+def report_cmd(
+    name: Annotated[str, typer.Argument(help="Benchmark name (see `bench list`).")],
+    work: Annotated[Path | None, typer.Option("--work", help="Work directory (default ./runs/bench-NAME).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="The --steps the job was run with.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """What a running or stopped job has finished so far (read from its seed records; trains nothing)."""
+    from phoenix_recsys.train.quality import finished_stages, jobs
+
+    all_jobs = jobs()
+    if name not in all_jobs:
+        raise ValueError(f"unknown benchmark {name!r}; known: {sorted(all_jobs)}")
+    out = finished_stages(all_jobs[name], work or Path("runs") / f"bench-{name}", steps=steps)
+    if as_json:
+        print_json(out)
+        return
+    for e in out["seeds"]:
+        m = e.get("models", {}).get("retrieval", {})
+        console.print(f"seed {e['seed']}: stages {', '.join(e['stages']) or 'none'}"
+                      + (f"; best step {m['best_step']} (val {m['selection_metric']} {m['best_val']:.4f})" if m else ""))
+    for key, cols in out["retrieval"].items():
+        cells = ", ".join(f"{c} {v['mean']:.4f} ± {v['sd']:.4f} (n={v['n']})" for c, v in cols.items())
+        console.print(f"  {key}: {cells}")
+
+
 def _named(job_name: str):
     def cmd(
         work: Annotated[Path | None, typer.Option("--work", help="Work directory (default ./runs/bench-NAME).")] = None,
         steps: Annotated[int | None, typer.Option("--steps", help="Override the training steps.")] = None,
         results: Annotated[Path | None, typer.Option("--results", help="Also write the summary JSON here.")] = None,
         as_json: JsonFlag = False,
+        fresh: Annotated[bool, typer.Option("--fresh", help="Ignore seed records and checkpoints.")] = False,
     ) -> None:
-        run_cmd(job_name, work, steps, results, as_json)
+        run_cmd(job_name, work, steps, results, None, as_json, fresh)
 
     return cmd
 

@@ -61,6 +61,10 @@ OPTIONAL_POST_COLUMNS: dict[str, pa.DataType] = {
 FOLLOW_COLUMNS: dict[str, pa.DataType] = {"user_id": pa.int64(), "author_id": pa.int64()}
 
 _NON_NEGATIVE = {"user_id", "post_id", "author_id", "timestamp", "created_at", "request_id"}
+#: Columns holding Unix seconds: a datetime/date column given here is converted to seconds (UTC for a
+#: naive datetime); anywhere else a datetime is refused. A plain cast would keep the source unit
+#: (a pandas datetime64[ns] became nanoseconds), a silently wrong clock.
+_TIME_COLUMNS = {"timestamp", "created_at"}
 
 
 def action_column_type(kind: ActionKind) -> pa.DataType:
@@ -268,6 +272,13 @@ def _as_table(data: pa.Table | Mapping[str, Any], what: str) -> pa.Table:
 
 def _cast(table: pa.Table, col: str, typ: pa.DataType, file: str) -> pa.Array | pa.ChunkedArray:
     arr = table.column(col)
+    if arr.null_count:  # reported here, before events are sorted, so the row is the caller's row
+        row = int(np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))[0])
+        raise ValueError(f"{file}: column {col!r} has a null value at row {row}")
+    if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+        if col not in _TIME_COLUMNS or not pa.types.is_integer(typ):
+            raise ValueError(f"{file}: column {col!r} holds {arr.type} values; it needs {typ} ids, not times")
+        return _unix_seconds(arr)
     if arr.type == typ:
         return arr
     if pa.types.is_floating(arr.type) and pa.types.is_integer(typ):
@@ -290,6 +301,16 @@ def _cast(table: pa.Table, col: str, typ: pa.DataType, file: str) -> pa.Array | 
         raise ValueError(
             f"{file}: column {col!r} cannot be converted from {arr.type} to {typ}: {e}"
         ) from None
+
+
+def _unix_seconds(arr: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A datetime or date column as int64 Unix seconds (sub-second parts floored)."""
+    if pa.types.is_date(arr.type):
+        days = pc.cast(pc.cast(arr, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)
+        return pa.array(days * 86_400)
+    unit = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[arr.type.unit]
+    ticks = pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False)  # the epoch count in its own unit
+    return pa.array(np.floor_divide(ticks, unit))
 
 
 def _normalise(

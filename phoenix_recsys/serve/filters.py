@@ -63,6 +63,9 @@ class Candidates:
       text: optional object array of str (None = no text).
       retrieval_score: optional float32 score from the source (e.g. two-tower dot product).
       video_duration_s: optional float64 video length, NaN = no video (the vqv gate in scoring).
+      original_author_ids: optional int64 author of the reposted original (hydration fills it), -1 =
+        not a repost. The blocked/muted filter looks at it too, so a hidden author's post cannot
+        come back as someone else's repost.
     """
 
     post_ids: np.ndarray
@@ -73,6 +76,7 @@ class Candidates:
     text: np.ndarray | None = None
     retrieval_score: np.ndarray | None = None
     video_duration_s: np.ndarray | None = None
+    original_author_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         post_ids = _int_column("post_ids", self.post_ids)
@@ -85,6 +89,9 @@ class Candidates:
             source = np.full(n, source.item(), dtype=object)
         cols["source"] = source.astype(object, copy=False)
         cols["repost_of"] = None if self.repost_of is None else _int_column("repost_of", self.repost_of)
+        cols["original_author_ids"] = (
+            None if self.original_author_ids is None else _int_column("original_author_ids", self.original_author_ids)
+        )
         cols["text"] = None if self.text is None else np.asarray(self.text, dtype=object)
         cols["retrieval_score"] = (
             None if self.retrieval_score is None else np.asarray(self.retrieval_score, dtype=np.float32)
@@ -113,12 +120,12 @@ class Candidates:
         """Row-wise concatenation (sources in priority order: duplicates keep the first).
 
         An optional column present in only some parts is filled with its missing value elsewhere
-        (-1 repost_of, None text, NaN retrieval_score / video_duration_s).
+        (-1 repost_of / original_author_ids, None text, NaN retrieval_score / video_duration_s).
         """
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls.empty()
-        fills = {"repost_of": -1, "text": None, "retrieval_score": np.nan, "video_duration_s": np.nan}
+        fills = {"repost_of": -1, "original_author_ids": -1, "text": None, "retrieval_score": np.nan, "video_duration_s": np.nan}
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             cols = [getattr(p, f.name) for p in parts]
@@ -175,7 +182,9 @@ class FilterContext:
       now_s: request time, seconds; required when `FilterConfig.max_age_s` is set.
       seen_post_ids: posts the viewer has already seen (`Store.seen_posts`).
       served_post_ids: posts already served in this session (`Store.served_posts(user, session)`).
-      blocked_or_muted_author_ids: authors the viewer blocked or muted.
+      blocked_or_muted_author_ids: authors hidden from the viewer: those it blocked or muted, and
+        those who blocked it (reverse blocks). Applies to a post's author and, for a repost, to the
+        original's author.
       muted_keywords: words or phrases; a post whose text contains one (case-insensitive, on word
         boundaries) is removed.
     """
@@ -295,7 +304,10 @@ def _removal_mask(
             out[i] = isinstance(t, str) and pattern.search(t) is not None
         return out
     if name is FilterName.BLOCKED_OR_MUTED_AUTHOR:
-        return np.isin(c.author_ids, ctx.blocked_or_muted_author_ids)
+        hidden = np.isin(c.author_ids, ctx.blocked_or_muted_author_ids)
+        if c.original_author_ids is not None:
+            hidden |= np.isin(c.original_author_ids, ctx.blocked_or_muted_author_ids)
+        return hidden
     raise AssertionError(f"unhandled filter {name}")  # unreachable: FilterName is closed
 
 

@@ -43,6 +43,7 @@ from phoenix_recsys.serve.feed import (
     rank_candidates,
     score_feed,
 )
+from phoenix_recsys.serve.feed.batcher import RankBatcher
 from phoenix_recsys.serve.feed.coldstart import ColdStartCache, ColdStartConfig
 from phoenix_recsys.serve.filters import (
     Candidates,
@@ -56,7 +57,7 @@ from phoenix_recsys.serve.index.snapshot import load_newest
 from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings, candidate_buckets, padded_size
 from phoenix_recsys.serve.seed import seed_store
 from phoenix_recsys.serve.settings import Clock, ServeSettings
-from phoenix_recsys.serve.store import History, Store
+from phoenix_recsys.serve.store import History, Store, StoreUnavailableError
 from phoenix_recsys.serve.types import (
     EventsResult,
     FeedItem,
@@ -172,6 +173,13 @@ class FeedService:
         self._clock_lock = threading.Lock()
         self._post_lock = threading.Lock()
         self.warmup_s: float | None = None
+        # Micro-batching of ranking across concurrent requests (off unless rank_batch_window_ms > 0).
+        self.batcher: RankBatcher | None = None
+        if settings.rank_batch_window_ms > 0:
+            self.batcher = RankBatcher(
+                runtime, window_s=settings.rank_batch_window_ms / 1e3, max_requests=settings.rank_batch_max_requests
+            )
+        self.predict = runtime.predict if self.batcher is None else self.batcher.predict
         self.cold_start = ColdStartCache(
             store,
             ColdStartConfig(
@@ -231,13 +239,18 @@ class FeedService:
                 runtime=runtime, store=store, settings=settings, index=None, index_info=info, follower=follower
             )
             if settings.warmup:
-                service.warmup_s = runtime.warmup(service.max_feed_candidates())
+                service.warmup_s = runtime.warmup(
+                    service.max_feed_candidates(),
+                    batch_sizes=() if service.batcher is None else service.batcher.batch_sizes(),
+                )
             if follower is not None and settings.index_follow:
                 follower.start()
             service.cold_start.start()
         except BaseException:
             if "follower" in locals() and follower is not None:
                 follower.stop(snapshot=False)
+            if "service" in locals() and service.batcher is not None:
+                service.batcher.close()
             store.close()
             raise
         return service
@@ -296,6 +309,8 @@ class FeedService:
         """Stop following, write a final index snapshot, then close the store."""
         try:
             self.cold_start.stop()
+            if self.batcher is not None:
+                self.batcher.close()
             if self.follower is not None:
                 self.follower.stop(snapshot=True)
         finally:
@@ -465,7 +480,9 @@ class FeedService:
 
         in_net = kept.in_network(followed)
         context = self.runtime.context(user_id, history)
-        probs = rank_candidates(self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface)
+        probs = rank_candidates(
+            self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface, predict=self.predict
+        )
         timer.lap("rank")
 
         breakdown = score_feed(probs, kept, in_net, self.vocab, self.scoring)
@@ -541,7 +558,7 @@ class FeedService:
             created_at=created,
             in_network=in_net,
         )
-        probs = self.runtime.predict(batch)
+        probs = self.predict(batch)
         weighted = probs.astype(np.float64) @ self.scoring.weight_vector(self.vocab)
         names = self.vocab.names
         out = tuple(
@@ -585,16 +602,26 @@ class FeedService:
         res = self.index.search(emb[None, :], k=k, exclude=[exclude])
         ok = res.ids[0] >= 0
         ids, scores = res.ids[0][ok], res.scores[0][ok]
-        authors = self.store.get_posts(ids).author_ids if ids.size else np.zeros(0, np.int64)
+        # Hydrated like feed candidates: the store is the truth, so a post deleted or taken down
+        # (or a repost of one) is dropped here even before this server's index has caught up, and
+        # blocks and mutes (both directions, on a post's author and a repost's original author)
+        # hold for retrieval too. Dropped after the search, so the answer may hold fewer than k.
+        c = hydrate(self.store, Candidates(post_ids=ids, author_ids=np.full(ids.shape[0], -1, np.int64),
+                                           created_at=np.full(ids.shape[0], -1, np.int64), source="retrieve"))
+        keep = c.author_ids >= 0
         if user_id is not None and ids.size:
-            # Blocks and mutes (both directions) hold for retrieval too; hidden posts are dropped
-            # after the search, so a viewer with many hidden authors may get fewer than k.
-            keep = ~np.isin(authors, self._hidden_authors(user_id))
-            ids, scores, authors = ids[keep], scores[keep], authors[keep]
+            hidden = self._hidden_authors(user_id)
+            keep &= ~np.isin(c.author_ids, hidden) & ~np.isin(c.original_author_ids, hidden)
+        c, scores = c.take(keep), scores[keep]
+        assert c.repost_of is not None and c.original_author_ids is not None
         items = tuple(
-            RetrievedPost(post_id=int(p), author_id=int(a), score=float(sc))
-            for p, a, sc in zip(ids.tolist(), authors.tolist(), scores.tolist(), strict=True)
-        )
+            RetrievedPost(
+                post_id=p, author_id=a, score=float(sc), repost_of=r if r >= 0 else None,
+                original_author_id=o if r >= 0 else None,
+            )
+            for p, a, sc, r, o in zip(c.post_ids.tolist(), c.author_ids.tolist(), scores.tolist(),
+                                      c.repost_of.tolist(), c.original_author_ids.tolist(), strict=True)
+        )  # fmt: skip
         s = self.runtime.retrieval_config.history_seq_len if self.runtime.retrieval_config else len(h)
         return RetrieveResult(user_id=user_id, history_length=min(len(h), s), items=items)
 
@@ -607,11 +634,41 @@ class FeedService:
         self._check_limit(("limit",), limit, self.settings.max_history_items, "limit", where="query")
         return self.store.get_history(user_id, limit)
 
+    #: The most users one `list_users` call returns (a page; `after` continues).
+    MAX_USERS_PAGE = 1000
+
+    def list_users(self, limit: int, *, after: int | None = None, order: str = "recent") -> dict[str, Any]:
+        """A page of users with stored engagements, for pickers such as the explorer page.
+
+        `order="recent"`: users with the newest engagements first, each with `last_active`;
+        `order="id"`: ascending ids after `after`, with `next_after` for the next page.
+        """
+        self._check_limit(("limit",), limit, self.MAX_USERS_PAGE, "limit", where="query")
+        if order == "recent":
+            if after is not None:
+                raise InvalidRequest(("after",), "after pages by id: use it with order=id", where="query")
+            users, last = self.store.recent_users(limit)
+            return {"order": order, "users": [{"user_id": u, "last_active": t} for u, t in
+                                              zip(users.tolist(), last.tolist(), strict=True)], "next_after": None}
+        users = self.store.list_users(limit, after=after)
+        nxt = int(users[-1]) if len(users) == limit else None
+        return {"order": order, "users": [{"user_id": u, "last_active": None} for u in users.tolist()],
+                "next_after": nxt}
+
     def health(self) -> dict[str, Any]:
-        """Liveness plus what is loaded (touches the store, so a broken file shows here)."""
+        """Liveness plus what is loaded (touches the store, so a broken file shows here).
+
+        A store that cannot be reached now (PostgreSQL down or restarting) is reported as
+        `status: store_unavailable`, not raised: the process is alive and recovers by itself, so
+        a liveness probe must not restart it (`/readyz` takes it out of the balancer meanwhile).
+        """
+        try:
+            schema: int | None = self.store.schema_version()
+        except StoreUnavailableError:
+            schema = None
         return {
-            "status": "ok",
-            "schema_version": self.store.schema_version(),
+            "status": "ok" if schema is not None else "store_unavailable",
+            "schema_version": schema,
             "bundle": self.runtime.fingerprint,
             "actions": list(self.vocab.names),
             "index_posts": None if self.index is None else len(self.index),

@@ -111,6 +111,7 @@ class FeedItem:
       diversity_multiplier / oon_multiplier: the multipliers applied.
       final_score: offset x diversity x oon, the ranking score.
       top_contributions: the largest |weight x prediction| terms, (action, contribution).
+      repost_of / original_author_id: for a repost, the original post and its author (None otherwise).
     """
 
     rank: int
@@ -128,6 +129,8 @@ class FeedItem:
     oon_multiplier: float
     final_score: float
     top_contributions: tuple[tuple[str, float], ...]
+    repost_of: int | None = None
+    original_author_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -200,11 +203,13 @@ class RankResult:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RetrievedPost:
-    """One retrieval hit: post, author (-1 if the store lacks it) and dot-product score."""
+    """One retrieval hit: post, author, dot-product score; for a repost the original and its author."""
 
     post_id: int
     author_id: int
     score: float
+    repost_of: int | None = None
+    original_author_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,11 +19,12 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from phoenix_recsys.testing.net import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -56,12 +57,6 @@ def _version_key(path: str) -> int:
         return -1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresServer:
     """A running throwaway cluster; `stop()` (or leaving the `with`) kills it and removes its dir."""
 
@@ -90,7 +85,7 @@ class PostgresServer:
         root = Path(tempfile.mkdtemp(prefix="phoenix-pg-"))
         if as_user:
             shutil.chown(root, user=as_user)
-        server = cls(bin_dir, root, _free_port(), as_user)
+        server = cls(bin_dir, root, free_port(), as_user)
         try:
             server._run(
                 [
@@ -107,30 +102,34 @@ class PostgresServer:
                 ],
                 timeout_s,
             )
-            opts = (
-                f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
-            server._run(
-                [
-                    "pg_ctl",
-                    "-D",
-                    str(server.data_dir),
-                    "-o",
-                    opts,
-                    "-l",
-                    str(root / "log"),
-                    "-w",
-                    "-t",
-                    str(int(timeout_s)),
-                    "start",
-                ],
-                timeout_s + 5,
-            )
+            server._pg_ctl_start(timeout_s)
         except BaseException:
             server.stop()
             raise
         return server
+
+    def _pg_ctl_start(self, timeout_s: float) -> None:
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            ["pg_ctl", "-D", str(self.data_dir), "-o", opts, "-l", str(self.root / "log"), "-w", "-t",
+             str(int(timeout_s)), "start"],
+            timeout_s + 5,
+        )  # fmt: skip
+
+    def halt(self, *, timeout_s: float = 60.0) -> None:
+        """Stop the server (fast shutdown: sessions are cut) but keep its data, for `resume()`.
+
+        What a database restart or failover looks like to its clients.
+        """
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(int(timeout_s)), "stop"],
+                  timeout_s + 5)  # fmt: skip
+
+    def resume(self, *, timeout_s: float = 60.0) -> None:
+        """Start a `halt()`ed server again, on the same port with the same data."""
+        self._pg_ctl_start(timeout_s)
 
     def _run(self, argv: list[str], timeout_s: float) -> None:
         cmd = [str(self.bin_dir / argv[0]), *argv[1:]]

@@ -9,9 +9,12 @@ the repository.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -149,42 +152,155 @@ def jobs() -> dict[str, QualityJob]:
     }
 
 
-def run_job(job: QualityJob, work_dir: str | os.PathLike[str], *, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+RECORD_DIR = "seed-records"
+
+
+class JobStopped(Exception):
+    """Raised by a `run_job` stop hook to end a job between stages (what a kill does, minus the mess)."""
+
+
+def job_fingerprint(job: QualityJob, steps: int, ds: Dataset | str | None) -> str:
+    """sha256 of what decides a job's figures: its training config, steps, protocol, evaluation options,
+    peers and their configs, and the dataset's content hash. A seed record or an unfinished training run
+    with another fingerprint is not reused (the code version is not part of it: rerun from scratch,
+    `--fresh`, after changing the code)."""
+    doc = {"name": job.name, "kinds": list(job.kinds), "config": job.config, "steps": steps, "protocol": job.protocol,
+           "max_eval_examples": job.max_eval_examples, "seen_rule": job.seen_rule, "peers": list(job.peers),
+           "peer_config": job.peer_config,
+           "data": ds.manifest.get("content_sha256") if isinstance(ds, Dataset) else ds}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write `doc` atomically (a kill mid-write leaves the old file or none, never half a record)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_record(path: Path, fingerprint: str, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """A seed's record when it exists and matches `fingerprint`; otherwise None (and say why)."""
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        say(f"{path}: unreadable seed record; that seed is rerun")
+        return None
+    if rec.get("fingerprint") != fingerprint:
+        say(f"{path}: recorded for another job config or dataset (fingerprint differs); that seed is rerun")
+        return None
+    return rec
+
+
+def run_job(
+    job: QualityJob,
+    work_dir: str | os.PathLike[str],
+    *,
+    steps: int | None = None,
+    progress: bool = True,
+    fresh: bool = False,
+    stop_hook: Callable[[int, str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run one benchmark end to end (once per seed in `job.seeds`); returns the summary (also written to
     `work_dir/summary.json`). With several seeds, `report` is the first seed's, `seed_reports` all of
     them, and `summary` their mean (`model`) with `model_sd` and `model_per_seed`.
 
     Each seed's model is selected on validation only (its `selection_metric`); the test split is read
     once, after training, by `evaluate_bundle`. `seed_runs` keeps, per seed, the validation curve, the
-    best step and metric, and the peers' fit records (SASRec's own validation curve and best step)."""
+    best step and metric, and the peers' fit records (SASRec's own validation curve and best step).
+
+    Resume: each seed's stages (model trained; model and popularity scored; each peer fitted and scored)
+    are recorded in `work_dir/seed-records/seed-N.json` with `job_fingerprint` as they finish, so a
+    stopped job rerun on the same work directory reads finished stages back instead of redoing them; a
+    model whose training stopped part-way continues from its last checkpoint (`checkpoints/latest`,
+    every `eval_every` steps); a peer stopped part-way is refitted from the start. Records of another
+    fingerprint are ignored and redone. `fresh` ignores every record. `stop_hook(seed, stage)` is called
+    after each stage is recorded (a test raises `JobStopped` there to simulate a kill).
+    """
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     work = Path(work_dir)
     data_dir = work / "data"
     t0 = time.perf_counter()
     ds = job.make_data(data_dir)
-    reports, runs, t_train = [], [], 0.0
+    n_steps = steps or job.steps
+    fingerprint = job_fingerprint(job, n_steps, ds)
+    protocol = make_protocol(ds, job.protocol)
+    reports, runs, t_train, read_back = [], [], 0.0, []
     for seed in job.seeds:
         bundle_dir = work / ("bundle" if len(job.seeds) == 1 else f"bundle-seed{seed}")
-        train_cfg = {**job.config.get("train", {}), "seed": seed} if len(job.seeds) > 1 else job.config.get("train", {})
-        cfg = JobConfig(job.config.get("model", {}), train_cfg, job.config.get("ranker", {}),
-                        job.config.get("retrieval", {}))
-        t1 = time.perf_counter()
-        results = train_job(data_dir, bundle_dir, list(job.kinds), config=cfg, steps=steps or job.steps,
-                            protocol=job.protocol, progress=progress)
-        t_train += time.perf_counter() - t1
-        bundle = load_bundle(bundle_dir)
-        report, raw = evaluate_bundle(bundle, ds, split="test", protocol=make_protocol(ds, job.protocol),
-                                      max_examples=job.max_eval_examples, seen_rule=job.seen_rule, peers=job.peers,
-                                      peer_seed=seed, peer_config=job.peer_config)
-        write_report(report, raw, bundle_dir)
+        rec_path = work / RECORD_DIR / f"seed-{seed}.json"
+        rec = None if fresh else _read_record(rec_path, fingerprint, say)
+        rec = rec or {"fingerprint": fingerprint, "seed": seed, "stages": {}}
+        stages = rec["stages"]
+        done = [s for s in ("train", "eval", *(f"peer:{p}" for p in job.peers if p != "popularity")) if s in stages]
+        if done:
+            say(f"{job.name} seed {seed}: read back {', '.join(done)} from {rec_path}")
+            read_back.append({"seed": seed, "stages": done})
+
+        def record(stage: str, value: Any, seed: int = seed, rec: dict[str, Any] = rec,
+                   rec_path: Path = rec_path) -> None:
+            rec["stages"][stage] = value
+            _write_json(rec_path, rec)
+            if stop_hook is not None:
+                stop_hook(seed, stage)
+
+        if "train" not in stages:
+            train_cfg = {**job.config.get("train", {}), "seed": seed} if len(job.seeds) > 1 else job.config.get("train", {})
+            cfg = JobConfig(job.config.get("model", {}), train_cfg, job.config.get("ranker", {}),
+                            job.config.get("retrieval", {}))
+            fp_path = bundle_dir / "job_fingerprint.json"
+            resumable = (not fresh and fp_path.exists() and json.loads(fp_path.read_text()).get("fingerprint") == fingerprint
+                         and all((bundle_dir / k / "checkpoints" / "latest").exists() for k in job.kinds))
+            if resumable:
+                say(f"{job.name} seed {seed}: training continues from {bundle_dir}/*/checkpoints/latest")
+            else:
+                if bundle_dir.exists():
+                    if any((bundle_dir / k / "checkpoints" / "latest").exists() for k in job.kinds):
+                        say(f"{job.name} seed {seed}: the unfinished run in {bundle_dir} is of another config or "
+                            "not resumable; training restarts")
+                    shutil.rmtree(bundle_dir)
+                _write_json(fp_path, {"fingerprint": fingerprint, "seed": seed})
+            t1 = time.perf_counter()
+            results = train_job(data_dir, bundle_dir, list(job.kinds), config=cfg, steps=n_steps,
+                                protocol=job.protocol, progress=progress, resume=resumable)
+            record("train", {"models": {kind: seed_run(r) for kind, r in results.items()},
+                             "seconds": round(time.perf_counter() - t1, 1), "resumed": resumable})
+        t_train += stages["train"]["seconds"]
+        bundle = None
+        if "eval" not in stages:
+            bundle = load_bundle(bundle_dir)
+            report, raw = evaluate_bundle(bundle, ds, split="test", protocol=protocol,
+                                          max_examples=job.max_eval_examples, seen_rule=job.seen_rule, peers=(),
+                                          peer_seed=seed, peer_config=job.peer_config)
+            write_report(report, raw, bundle_dir)
+            record("eval", report)
+        report = json.loads(json.dumps(stages["eval"]))
+        if job.peers:
+            report["protocol"]["peers"] = list(job.peers)
+        for name in (p for p in job.peers if p != "popularity"):
+            stage = f"peer:{name}"
+            if stage not in stages:
+                bundle = bundle or load_bundle(bundle_dir)
+                # The peer is fitted and scored alone; the model's and popularity's figures are recomputed
+                # by the same call and dropped (the recorded ones are identical: same bundle, same queries).
+                rep, _ = evaluate_bundle(bundle, ds, split="test", protocol=protocol,
+                                         max_examples=job.max_eval_examples, seen_rule=job.seen_rule, peers=(name,),
+                                         peer_seed=seed, peer_config=job.peer_config)
+                record(stage, rep["baselines"][name])
+            report["baselines"][name] = stages[stage]
         reports.append(report)
-        runs.append({"seed": seed, "models": {kind: seed_run(r) for kind, r in results.items()},
+        runs.append({"seed": seed, "models": stages["train"]["models"],
                      "peers": {n: sec["fit"] for n, sec in report.get("baselines", {}).items() if "fit" in sec},
-                     "test": summarize(report)})
-    summary = {"job": job.name, "description": job.description, "steps": steps or job.steps,
+                     "test": summarize(report), "train_seconds": stages["train"]["seconds"]})
+    summary = {"job": job.name, "description": job.description, "steps": n_steps,
                "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
                "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(t_train, 1),
                "protocol": reports[0]["protocol"], "seen_rule": job.seen_rule, "peers": list(job.peers),
                "selection": "each seed's checkpoint of best validation metric (see seed_runs); test read once at the end",
+               "fingerprint": fingerprint, "read_back": read_back,
                "report": reports[0], "seed_runs": runs}
     if len(job.seeds) > 1:
         summary["seeds"] = list(job.seeds)
@@ -192,6 +308,44 @@ def run_job(job: QualityJob, work_dir: str | os.PathLike[str], *, steps: int | N
     summary["summary"] = summarize_result(summary)
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def finished_stages(job: QualityJob, work_dir: str | os.PathLike[str], *, steps: int | None = None) -> dict[str, Any]:
+    """What a (possibly still running or stopped) job has recorded so far, read from its seed records
+    without training anything: per seed the stages done, the model's validation curve, best step and
+    test figures, and each finished peer's; then, per retrieval metric and scorer, the mean, sd
+    (population) and per-seed values over the seeds that have it (`n` says how many)."""
+    work = Path(work_dir)
+    manifest = work / "data" / "manifest.json"
+    if not manifest.exists():
+        raise ValueError(f"{work} holds no imported data ({manifest} missing): the job has not started there")
+    fingerprint = job_fingerprint(job, steps or job.steps, json.loads(manifest.read_text()).get("content_sha256"))
+    seeds: list[dict[str, Any]] = []
+    for seed in job.seeds:
+        rec = _read_record(work / RECORD_DIR / f"seed-{seed}.json", fingerprint, lambda _msg: None)
+        stages = (rec or {}).get("stages", {})
+        entry: dict[str, Any] = {"seed": seed, "stages": list(stages)}
+        if "train" in stages:
+            entry["models"] = stages["train"]["models"]
+            entry["train_seconds"] = stages["train"]["seconds"]
+        if "eval" in stages:
+            report = json.loads(json.dumps(stages["eval"]))
+            for name in job.peers:
+                if f"peer:{name}" in stages:
+                    report["baselines"][name] = stages[f"peer:{name}"]
+            entry["test"] = summarize(report)
+            entry["peers"] = {n: sec["fit"] for n, sec in report["baselines"].items() if "fit" in sec}
+        seeds.append(entry)
+    agg: dict[str, dict[str, Any]] = {}
+    for entry in (e for e in seeds if "test" in e):
+        for key, row in entry["test"].get("retrieval", {}).items():
+            for col, v in row.items():
+                if isinstance(v, int | float):
+                    agg.setdefault(key, {}).setdefault(col, []).append((entry["seed"], float(v)))
+    means = {key: {col: {"mean": float(np.mean([v for _, v in vals])), "sd": float(np.std([v for _, v in vals])),
+                         "per_seed": {str(s): round(v, 4) for s, v in vals}, "n": len(vals)}
+                   for col, vals in cols.items()} for key, cols in agg.items()}
+    return {"job": job.name, "fingerprint": fingerprint, "seeds": seeds, "retrieval": means}
 
 
 def seed_run(result: Any) -> dict[str, Any]:

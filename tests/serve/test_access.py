@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from phoenix_recsys.serve.api import create_app
 from phoenix_recsys.serve.api.access import KeyRing, RateLimiter
 from phoenix_recsys.serve.settings import ApiKey, Scope, ServeSettings, SettingsError, hash_key, load_settings
+from phoenix_recsys.testing.net import free_port
 
 READ_KEY, OLD_KEY, NEW_KEY, ADMIN_KEY = ("reader-" + "r" * 20, "writer-old-" + "o" * 20, "writer-new-" + "n" * 20,
                                          "admin-" + "a" * 20)  # fmt: skip
@@ -42,12 +43,6 @@ def _keys_file(path: Path, writer_key: str, **extra: object) -> None:
     }))  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def keyed_server(bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
     """A `serve` process whose only keys come from a config file (no PHOENIX_* in its environment)."""
@@ -55,7 +50,7 @@ def keyed_server(bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
     cfg = work / "settings.json"
     # A slow refill and a burst no other step here exhausts: only the hammering step below hits it.
     _keys_file(cfg, OLD_KEY, rate_limit_per_s=0.2, rate_limit_burst=25, index_dir=str(work / "index"))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOENIX_")}
     env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(jax_cache_dir),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")  # fmt: skip
@@ -90,6 +85,7 @@ EV = {"events": [{"user_id": 1, "post_id": 3, "actions": ["favorite"]}]}
 REQUESTS = [
     ("POST", "/v1/feed", {"user_id": 1, "k": 3}), ("POST", "/v1/rank", {"user_id": 1, "candidates": [{"post_id": 3}]}),
     ("POST", "/v1/retrieve", {"user_id": 1, "k": 3}), ("GET", "/v1/users/1/events", None), ("GET", "/metrics", None),
+    ("GET", "/v1/users", None),
     ("POST", "/v1/events", EV), ("POST", "/v1/posts", {"posts": [{"post_id": 90_001, "author_id": 2}]}),
     ("PUT", "/v1/users/1/blocks/2", None), ("DELETE", "/v1/users/1/mutes/2", None),
     ("POST", "/v1/admin/reload-keys", None),
@@ -169,6 +165,27 @@ def make_settings_client(service_factory):
     yield make
     for c in clients:
         c.close()
+
+
+#: The routes open without a key: probes, the API docs and the explorer's static files.
+OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/ui"}
+
+
+def test_every_route_but_the_open_ones_needs_a_key(make_settings_client, settings_factory):
+    """A property over the app's own OpenAPI route table, so a route added later cannot ship unguarded."""
+    c = make_settings_client(settings=settings_factory(api_key=None, public_reads=False, api_keys=[
+        {"name": "writer", "key": OLD_KEY, "scopes": ["read", "write"]}]))  # fmt: skip
+    fill = {"user_id": "1", "author_id": "2", "relation": "blocks", "post_id": "3"}
+    checked = set()
+    for path, ops in c.get("/openapi.json").json()["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        url = re.sub(r"\{(\w+)\}", lambda m: fill.get(m.group(1), "1"), path)
+        for method in ops:
+            r = c.request(method.upper(), url, json={})
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
+            checked.add((method.upper(), path))
+    assert len(checked) >= len(REQUESTS)
 
 
 def test_keys_are_held_only_as_digests_and_compared_by_digest():

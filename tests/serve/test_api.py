@@ -92,6 +92,34 @@ def test_unknown_user_gets_cold_start_not_an_error(client):
     assert {i["source"] for i in body["items"]} <= {"popular", "fresh"}
 
 
+def test_user_listing_recent_and_paged_by_id(client):
+    store = client.app.state.service.store
+    with_events = store.list_users(10_000).tolist()
+    assert len(with_events) > 3
+    r = client.get("/v1/users", params={"limit": 3})
+    assert r.status_code == 200, r.text
+    recent = r.json()
+    assert recent["order"] == "recent" and len(recent["users"]) == 3 and recent["next_after"] is None
+    last = [u["last_active"] for u in recent["users"]]
+    assert last == sorted(last, reverse=True)
+    for u in recent["users"]:  # last_active is the newest stored event of that user
+        assert client.get(f"/v1/users/{u['user_id']}/events", params={"limit": 1}).json()["events"][0][
+            "timestamp"] == u["last_active"]
+    got, after = [], None
+    while True:
+        body = client.get("/v1/users", params={"order": "id", "limit": 7, **({"after": after} if after is not None
+                                                                            else {})}).json()
+        got += [u["user_id"] for u in body["users"]]
+        if body["next_after"] is None:
+            break
+        after = body["next_after"]
+    assert got == with_events
+    for params, loc in [({"limit": 1001}, ["query", "limit"]), ({"limit": 0}, ["query", "limit"]),
+                        ({"order": "name"}, ["query", "order"]), ({"after": 3}, ["query", "after"])]:
+        r = client.get("/v1/users", params=params)
+        assert r.status_code == 422 and _detail(r)["loc"] == loc, (params, r.text)
+
+
 def test_rank_equals_offline_model(client, world, runtime):
     cfg = runtime.config
     ex = build_ranking_examples(world, cfg.hash_config, history_len=cfg.history_seq_len, max_candidates=8, split="all")

@@ -159,3 +159,83 @@ def test_settings_document_bounded_defaults(tmp_path: Path) -> None:
     assert s.popular_window_s == 7 * 86_400 and s.seen_limit and s.served_limit and s.in_network_max_authors
     with pytest.raises(ValueError, match="cold_start_refresh_s"):
         ServeSettings(writes_enabled=False, cold_start_refresh_s=0)
+
+
+def _vm_steps(store: Store, fn: Callable[[], Any]) -> int:
+    """SQLite virtual-machine steps (in units of 10) that `fn` makes this thread's connection run."""
+    conn = store._conn()  # type: ignore[attr-defined]
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(tick, 10)
+    try:
+        fn()
+    finally:
+        conn.set_progress_handler(None, 0)
+    return steps[0]
+
+
+def test_seen_set_work_does_not_grow_with_lifetime_impressions(service_factory: Callable[..., FeedService]) -> None:
+    # A user with 10x the impressions and engagements of another costs the same seen-set read:
+    # the (user_id, seen_at) index is walked newest first and the read stops at seen_limit.
+    # Without it SQLite reads and sorts every seen row of the user (~10x the steps here).
+    svc = service_factory(seen_limit=20, seen_window_s=None)
+    store, posts = svc.store, svc.store.fresh_posts(300).post_ids
+    light, heavy = UNKNOWN_USER + 1, UNKNOWN_USER + 2
+    for uid, n in ((light, 30), (heavy, 300)):
+        store.mark_seen(uid, posts[:n], seen_at=1_000)
+        with store.transaction() as conn:  # distinct times, newest last
+            conn.execute("UPDATE seen SET seen_at = 1000 + post_id WHERE user_id = ?", (uid,))
+        store.add_engagements([uid] * n, posts[:n], np.arange(n), [{"like": 1.0}] * n)
+    assert svc.seen_set(heavy, 0).size >= 20  # the newest 20 impressions, plus engaged posts
+    steps = {u: _vm_steps(store, lambda u=u: svc.seen_set(u, 0)) for u in (light, heavy)}
+    assert steps[heavy] <= 1.5 * steps[light] + 20, steps
+
+
+def test_seen_and_served_reads_use_the_time_indexes(service: FeedService) -> None:
+    store = service.store
+    queries = record_sql(store)
+    store.seen_posts(1, since=0, limit=10)
+    store.served_posts(1, "s1", limit=10)
+    for sql in (q for q in queries if "FROM seen" in q or "FROM served" in q):
+        n = sql.count("?")
+        plan = " ".join(str(r[-1]) for r in store._conn().execute("EXPLAIN QUERY PLAN " + sql, (1,) * n))  # type: ignore[attr-defined]
+        assert "TEMP B-TREE" not in plan and ("idx_seen_user_time" in plan or "idx_served_session_time" in plan), (sql, plan)
+
+
+class _FetchSpy:
+    """Wraps a FAISS index and records the k of every search."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.fetches = inner, []
+
+    def search(self, q: np.ndarray, k: int) -> Any:
+        self.fetches.append(int(k))
+        return self.inner.search(q, k)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_retrieval_fetch_does_not_grow_with_the_exclusion_list() -> None:
+    from phoenix_recsys.serve.index import CorpusIndex
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(20_000, dtype=np.int64) * 3
+    emb = rng.standard_normal((ids.size, 16)).astype(np.float32)
+    idx = CorpusIndex.build(ids, emb)  # flat: exact, so the result can be checked exactly
+    spy = _FetchSpy(idx._index)
+    idx._index = spy  # type: ignore[assignment]
+    q = rng.standard_normal((1, 16)).astype(np.float32)
+    excl = rng.choice(ids, size=4_000, replace=False)  # a heavy user's seen set: 20% of the corpus
+    got = idx.search(q, 100, exclude=[excl])
+    assert max(spy.fetches) < 100 + 4_000 // 4, spy.fetches  # the old fetch was k + every exclusion
+    qn = q / np.linalg.norm(q)
+    en = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    scores = (en @ qn[0]).astype(np.float64)
+    scores[np.isin(ids, excl)] = -np.inf
+    want = ids[np.argsort(-scores, kind="stable")[:100]]
+    assert got.ids[0].tolist() == want.tolist()

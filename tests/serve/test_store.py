@@ -78,10 +78,12 @@ def test_memory_path_is_refused():
 def test_migrations_versioned_and_idempotent_on_reopen(tmp_path):
     path = tmp_path / "m.db"
     with Store.open(path) as s:
-        assert s.schema_version() == len(MIGRATIONS) == 3
+        assert s.schema_version() == len(MIGRATIONS) == 4
         _posts(s, 3)
     with Store.open(path) as s:  # reopen: nothing re-applied, data intact
-        assert s.applied_migrations() == [(1, "initial schema"), (2, "post sequence"), (3, "client event ids")]
+        assert s.applied_migrations() == [
+            (1, "initial schema"), (2, "post sequence"), (3, "client event ids"), (4, "seen served time indexes")
+        ]
         assert s.num_posts() == 3
 
 
@@ -264,6 +266,34 @@ def test_recent_posts_by_authors_matches_a_reference(store):
         ref = sorted(ref, key=lambda i: (-created[i], -i))[:total]
         assert got.post_ids.tolist() == ref, (cap, total, since)
     assert len(store.recent_posts_by_authors([], 10, 10)) == 0
+
+
+def test_user_listing_pages_every_user_and_orders_recent_by_last_event(store):
+    rng = np.random.default_rng(11)
+    _posts(store, 20)
+    n = 300
+    users = rng.choice([0, 3, 4, 10, 11, 12, 57, 1000, 2**40], size=n)  # heavy repeats, sparse ids
+    ts = rng.integers(0, 40, n)  # many timestamp ties
+    store.add_engagements(user_ids=users, post_ids=rng.integers(0, 20, n), timestamps=ts,
+                          actions=[{"favorite": 1}] * n)
+    expected = sorted(set(users.tolist()))
+    for page in (1, 2, 4, 100):
+        got, after = [], None
+        while True:
+            chunk = store.list_users(page, after=after).tolist()
+            got += chunk
+            if len(chunk) < page:
+                break
+            after = chunk[-1]
+        assert got == expected, page
+    assert store.list_users(5, after=2**40).tolist() == []
+    last = {u: int(ts[users == u].max()) for u in expected}
+    ids, when = store.recent_users(len(expected))  # the scan window covers all 300 rows here
+    ref = sorted(expected, key=lambda u: (-last[u], u))
+    assert ids.tolist() == ref and when.tolist() == [last[u] for u in ref]
+    assert store.recent_users(2)[0].tolist() == ref[:2]
+    with pytest.raises(ValueError, match="limit"):
+        store.list_users(0)
 
 
 def test_popular_and_fresh_posts(store):
@@ -533,3 +563,16 @@ def test_one_process_may_open_its_file_twice(tmp_path):
     with Store.open(tmp_path / "t.db") as a, Store.open(tmp_path / "t.db") as b:
         a.add_posts([1], [1], [0])
         assert b.num_posts() == 1
+
+
+def test_bounded_seen_posts_keeps_the_newest_of_each_kind(store):
+    # The bounded read (the feed's seen set) on both backends: the `limit` newest impressions and
+    # the `limit` newest engagements at or after `since`, as a set; nothing = an empty array.
+    _posts(store, 10)
+    assert store.seen_posts(1, since=0, limit=3).tolist() == []
+    for p in range(6):
+        store.mark_seen(1, [p], seen_at=100 + p)
+    store.add_engagements([1, 1, 1], [7, 8, 9], [50, 200, 300], [{"like": 1.0}] * 3)
+    got = store.seen_posts(1, since=90, limit=2)
+    assert got.dtype == np.int64 and got.tolist() == [4, 5, 8, 9]
+    assert store.seen_posts(1, since=250, limit=5).tolist() == [9]

@@ -23,6 +23,13 @@ def test_store_open_picks_postgres_and_redacts_the_password(pg_url):
     assert redact_url("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
 
 
+def test_connections_get_timeouts_and_keepalives_unless_the_url_sets_them(pg_url):
+    with Store.open(pg_url + "?connect_timeout=7") as s:
+        with s._pool.connection() as c:
+            params = c.info.get_parameters()
+        assert params["connect_timeout"] == "7" and params["keepalives_idle"] == "30"
+
+
 def test_two_servers_opening_a_blank_database_at_once_migrate_it_once(pg_url):
     stores, errors = [], []
 
@@ -116,3 +123,64 @@ def test_bulk_engagements_by_copy_still_check_posts(pg_url):
         assert s._fetchone("SELECT COUNT(*) FROM engagements")[0] == 0
         assert s.add_engagements(np.arange(n), 1 + np.arange(n) % 2, np.arange(n), [{"like": 1}] * n) == n
         assert len(s.get_history(5, 10)) == 1
+
+
+def _rows_read_from(plan: dict, table: str) -> int:
+    """Rows the EXPLAIN ANALYZE plan tree read from `table` (actual rows x loops of its scans)."""
+    own = int(plan["Actual Rows"] * plan["Actual Loops"]) if plan.get("Relation Name") == table else 0
+    return own + sum(_rows_read_from(p, table) for p in plan.get("Plans", []))
+
+
+def test_in_network_query_reads_only_the_followed_authors_posts(pg_url):
+    # Regression (issue 15): the shared `post_id IN (correlated sub-select)` form made PostgreSQL
+    # walk every post newest first and run the sub-select once per (post, author) pair: ~1 s of
+    # CPU per feed at 10k posts and 21 authors, so 8 HTTP clients queued for seconds. The in-network
+    # query must read only the followed authors' posts, whether or not the tables were analyzed.
+    authors, per_author, cap = 200, 20, 5
+    n = authors * per_author
+    pid = np.arange(n)
+    author = pid % authors  # interleaved: the newest posts overall are mostly by other authors
+    with Store.open(pg_url) as s:
+        s.add_posts(pid, author, 1_000 + pid)
+        followed = np.arange(0, authors, authors // 10)  # 10 authors
+        # Per author its `cap` newest (created_at grows with the id), then all newest first.
+        expect = sorted((p for a in followed for p in sorted(pid[author == a], reverse=True)[:cap]), reverse=True)
+        got = s.recent_posts_by_authors(followed, limit_total=1200, per_author_cap=cap)
+        assert got.post_ids.tolist() == expect
+        params = (s._ids_param(followed), -(2**63), cap, 1200)
+        for analyzed in (False, True):
+            if analyzed:
+                with s.transaction() as conn:
+                    s._execute(conn, "ANALYZE posts")
+            (plan,) = s._fetchone("EXPLAIN (ANALYZE, FORMAT JSON) " + s._recent_posts_sql(), params)[0]
+            read = _rows_read_from(plan["Plan"], "posts")
+            assert read <= followed.size * per_author, (analyzed, read, plan)
+
+
+def test_bulk_seeding_leaves_planner_statistics_and_a_visibility_map(pg_url):
+    # After COPY the planner has no statistics and index-only scans visit the heap for every row
+    # until autovacuum comes round; seeding refreshes both before the first feed is served.
+    n = 3000
+    rng = np.random.default_rng(0)
+    events = {
+        "user_id": rng.integers(0, 50, n),
+        "post_id": rng.integers(0, 400, n),
+        "author_id": np.zeros(n, np.int64),
+        "timestamp": np.arange(n),
+        "like": rng.random(n) < 0.5,
+    }
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        # Production commits synchronously; the test cluster's asynchronous commits would keep
+        # VACUUM from marking freshly committed pages all-visible.
+        c.execute(f"ALTER DATABASE {pg_url.rsplit('/', 1)[1]} SET synchronous_commit = on")
+    with Store.open(pg_url) as s:
+        s.seed_from_tables(events, action_names=["like"])
+        for table in ("engagements", "seen", "posts", "post_log"):
+            rows = s._fetchone(f"SELECT COUNT(*) FROM {table}")[0]
+            tuples, all_visible, pages = s._fetchone(
+                "SELECT reltuples, relallvisible, relpages FROM pg_class WHERE relname = ?", (table,)
+            )
+            assert tuples == rows, table  # statistics taken (never analyzed reads -1)
+            assert pages > 0 and all_visible == pages, table  # index-only scans skip the heap

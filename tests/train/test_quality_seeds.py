@@ -63,3 +63,116 @@ def test_quality_job_refuses_bad_options():
         _job(peers=("knn",))
     with pytest.raises(ValueError, match="seeds"):
         _job(seeds=(1, 1))
+
+
+def _structure(x):
+    """The shape of a JSON document: dict keys and list lengths, values replaced by their type."""
+    if isinstance(x, dict):
+        return {k: _structure(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_structure(v) for v in x]
+    return type(x).__name__
+
+
+def test_stopped_job_resumes_without_retraining_finished_seeds(tmp_path, monkeypatch):
+    """Stop after seed 0 (and again after seed 1's training): the rerun reads seed 0 back, continues seed 1
+    without training it again, and writes a file of the same structure and figures as a from-scratch run."""
+    import phoenix_recsys.train.quality as q
+
+    calls = []
+    real_train = q.train_job
+    monkeypatch.setattr(q, "train_job", lambda *a, **kw: calls.append(kw["config"].train.get("seed")) or real_train(*a, **kw))
+    job = _job()
+    fresh = run_job(job, tmp_path / "fresh", progress=False)
+    assert calls == [0, 1]
+
+    def stop(after):
+        def hook(seed, stage):
+            if (seed, stage) == after:
+                raise q.JobStopped(f"stopped after seed {seed} {stage}")
+        return hook
+
+    calls.clear()
+    work = tmp_path / "work"
+    with pytest.raises(q.JobStopped):
+        run_job(job, work, progress=False, stop_hook=stop((0, "peer:sasrec")))
+    with pytest.raises(q.JobStopped):
+        run_job(job, work, progress=False, stop_hook=stop((1, "train")))
+    assert calls == [0, 1]  # the second run trained seed 1 only
+    calls.clear()
+    said = []
+    s = run_job(job, work, progress=False, log=said.append)
+    assert calls == []  # nothing retrained: seed 0 whole and seed 1's model read back
+    assert s["read_back"] == [{"seed": 0, "stages": ["train", "eval", "peer:sasrec"]}, {"seed": 1, "stages": ["train"]}]
+    assert any("seed 0: read back" in m for m in said)
+    for key in ("seed_runs", "seed_reports", "summary", "report"):
+        assert _structure(s[key]) == _structure(fresh[key]), key
+    for a, b in zip(s["seed_runs"], fresh["seed_runs"], strict=True):
+        assert a["models"]["retrieval"]["best_step"] == b["models"]["retrieval"]["best_step"]
+        assert a["test"]["retrieval"]["hr@10"]["model"] == pytest.approx(b["test"]["retrieval"]["hr@10"]["model"], abs=1e-6)
+    assert json.loads((work / "summary.json").read_text())["seed_runs"][1]["seed"] == 1
+
+
+def test_changed_config_does_not_reuse_records(tmp_path, monkeypatch):
+    """A record made under another job config (here: other SASRec settings) is redone, not read back."""
+    import phoenix_recsys.train.quality as q
+
+    work = tmp_path / "work"
+    with pytest.raises(q.JobStopped):
+        run_job(_job(seeds=(0,)), work, progress=False,
+                stop_hook=lambda seed, stage: (_ for _ in ()).throw(q.JobStopped()) if stage == "eval" else None)
+    calls = []
+    real_train = q.train_job
+    monkeypatch.setattr(q, "train_job", lambda *a, **kw: calls.append(kw.get("resume")) or real_train(*a, **kw))
+    said = []
+    changed = _job(seeds=(0,), peer_config={"sasrec": {"dim": 8, "blocks": 1, "max_len": 8, "steps": 20,
+                                                       "eval_every": 20, "batch_size": 16}})
+    s = run_job(changed, work, progress=False, log=said.append)
+    assert calls == [False] and s["read_back"] == []  # retrained from scratch, not resumed from the old run
+    assert any("fingerprint differs" in m for m in said)
+    assert s["seed_runs"][0]["peers"]["sasrec"]["dim"] == 8
+
+
+def test_interrupted_training_continues_from_its_checkpoint(tmp_path):
+    """A seed whose training stopped part-way (a checkpoint at step 20 of 40) continues from it: the
+    curve keeps the step-20 validation from the first run and adds step 40."""
+    import phoenix_recsys.train.quality as q
+    from phoenix_recsys.train.run import JobConfig, train_job
+
+    job = _job(seeds=(0,))
+    work = tmp_path / "work"
+    ds = job.make_data(work / "data")
+    bundle = work / "bundle"
+    cfg = job.config
+    partial = train_job(work / "data", bundle, ["retrieval"], steps=20, protocol="loo", progress=False,
+                        config=JobConfig(cfg["model"], cfg["train"], {}, cfg["retrieval"]))
+    q._write_json(bundle / "job_fingerprint.json", {"fingerprint": q.job_fingerprint(job, job.steps, ds), "seed": 0})
+    said = []
+    s = run_job(job, work, progress=False, log=said.append)
+    assert any("continues from" in m for m in said)
+    curve = s["seed_runs"][0]["models"]["retrieval"]["val_curve"]
+    assert [p["step"] for p in curve] == [20, 40]
+    assert curve[0]["ndcg@10"] == partial["retrieval"].history[0]["val"]["ndcg@10"]
+    assert s["seed_runs"][0]["models"]["retrieval"]["steps"] == 40
+
+
+def test_finished_stages_reads_a_stopped_job(tmp_path):
+    """`bench report`'s reader: after a stop in seed 1, seed 0's test figures and best step are there,
+    seed 1 lists only its finished stages, and the mean covers the seeds that have each figure."""
+    import phoenix_recsys.train.quality as q
+
+    job = _job()
+    work = tmp_path / "work"
+    with pytest.raises(q.JobStopped):
+        run_job(job, work, progress=False,
+                stop_hook=lambda seed, stage: (_ for _ in ()).throw(q.JobStopped()) if (seed, stage) == (1, "eval") else None)
+    out = q.finished_stages(job, work)
+    s0, s1 = out["seeds"]
+    assert s0["stages"] == ["train", "eval", "peer:sasrec"] and s1["stages"] == ["train", "eval"]
+    assert s0["models"]["retrieval"]["best_step"] in (20, 40)
+    hr = out["retrieval"]["hr@10"]
+    assert hr["model"]["n"] == 2 and hr["sasrec"]["n"] == 1
+    assert hr["model"]["mean"] == pytest.approx(np.mean([s0["test"]["retrieval"]["hr@10"]["model"],
+                                                         s1["test"]["retrieval"]["hr@10"]["model"]]))
+    with pytest.raises(ValueError, match="not started"):
+        q.finished_stages(job, tmp_path / "nowhere")

@@ -44,6 +44,7 @@ from phoenix_recsys.serve.api.strict import validation_error_handler
 from phoenix_recsys.serve.explorer import mount_explorer
 from phoenix_recsys.serve.pipeline import FeedService, InvalidRequest, Unsupported
 from phoenix_recsys.serve.settings import ServeSettings
+from phoenix_recsys.serve.store import StoreUnavailableError
 
 API_VERSION = "1"
 
@@ -69,6 +70,16 @@ def _store_error(_: Request, exc: Exception) -> JSONResponse:
         detail = {"type": "store_unavailable", "msg": f"the store cannot take this write: {msg}"}
         return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     return JSONResponse({"detail": {"type": "store_error", "msg": msg}}, status_code=500)
+
+
+def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """A store that cannot be reached now (PostgreSQL down or restarting) is a 503 the client may retry.
+
+    The service keeps running and reconnects by itself; `Retry-After` says when to try again.
+    """
+    detail = {"type": "store_unavailable", "msg": str(exc)}
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": "1"})  # fmt: skip
 
 
 def _unsupported(_: Request, exc: Exception) -> JSONResponse:
@@ -121,6 +132,7 @@ def create_app(
     app.add_exception_handler(InvalidRequest, _invalid_request)
     app.add_exception_handler(Unsupported, _unsupported)
     app.add_exception_handler(sqlite3.OperationalError, _store_error)
+    app.add_exception_handler(StoreUnavailableError, _store_unavailable)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(_ObserveMiddleware, metrics=app.state.metrics)
     for router in (feed_router, rank_router, retrieve_router, events_router, posts_router, users_router, ops_router,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -31,6 +31,7 @@ from phoenix_recsys.serve.api.schemas import (
     RetrieveRequest,
     RetrieveResponse,
     UserEventsResponse,
+    UsersResponse,
     _actions_dict,
 )
 from phoenix_recsys.serve.api.strict import StrictJSONRoute
@@ -144,6 +145,20 @@ def delete_relation(
     """Undo a follow, block or mute (idempotent)."""
     changed = service.set_relation(user_id, relation, author_id, False)
     return {"user_id": user_id, "author_id": author_id, "relation": relation, "active": False, "changed": changed}
+
+
+@users_router.get("", response_model=UsersResponse, responses=_422)
+def get_users(
+    service: ServiceDep,
+    _: ReadAccess,
+    order: Annotated[Literal["recent", "id"], Query(description="recent: newest engagements first; id: ascending")]
+    = "recent",
+    limit: Annotated[int, Query(ge=1)] = 50,
+    after: Annotated[int | None, Query(ge=0, description="with order=id: ids after this one (the last page's next_after)")]
+    = None,
+) -> Any:
+    """Users with stored engagements: the most recently active (for the explorer's picker) or every id, paged."""
+    return service.list_users(limit, after=after, order=order)
 
 
 @users_router.get("/{user_id}/events", response_model=UserEventsResponse, responses=_422)

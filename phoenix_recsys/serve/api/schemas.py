@@ -167,6 +167,8 @@ class FeedItemPublic(BaseModel):
     oon_multiplier: float
     final_score: float
     top_contributions: list[Contribution]
+    repost_of: int | None = Field(None, description="For a repost: the original post.")
+    original_author_id: int | None = Field(None, description="For a repost: the original post's author.")
 
 
 class FeedResponse(BaseModel):
@@ -199,6 +201,8 @@ class RetrievedPostPublic(BaseModel):
     post_id: int
     author_id: int
     score: float
+    repost_of: int | None = Field(None, description="For a repost: the original post.")
+    original_author_id: int | None = Field(None, description="For a repost: the original post's author.")
 
 
 class RetrieveResponse(BaseModel):
@@ -240,9 +244,20 @@ class UserEventsResponse(BaseModel):
     events: list[StoredEventPublic] = Field(description="Oldest first.")
 
 
+class UserSummary(BaseModel):
+    user_id: int
+    last_active: int | None = Field(description="Timestamp of the newest engagement (order=recent only).")
+
+
+class UsersResponse(BaseModel):
+    order: str
+    users: list[UserSummary]
+    next_after: int | None = Field(description="With order=id: pass as `after` for the next page; null at the end.")
+
+
 class HealthResponse(BaseModel):
-    status: str
-    schema_version: int
+    status: str  # "ok", or "store_unavailable" while a server store (PostgreSQL) cannot be reached
+    schema_version: int | None  # None while the store cannot be reached
     bundle: str
     actions: list[str]
     index_posts: int | None

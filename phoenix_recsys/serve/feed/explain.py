@@ -42,6 +42,8 @@ def explain_items(
         top = np.argsort(-np.abs(contrib), kind="stable")[:_TOP_CONTRIBUTIONS]
         ex = breakdown.explain(i)
         rs = None if candidates.retrieval_score is None else float(candidates.retrieval_score[i])
+        rp = -1 if candidates.repost_of is None else int(candidates.repost_of[i])
+        oa = -1 if candidates.original_author_ids is None else int(candidates.original_author_ids[i])
         items.append(
             FeedItem(
                 rank=rank,
@@ -61,6 +63,8 @@ def explain_items(
                 top_contributions=tuple(
                     (names[j], float(contrib[j])) for j in top.tolist() if contrib[j] != 0
                 ),
+                repost_of=rp if rp >= 0 else None,
+                original_author_id=oa if rp >= 0 and oa >= 0 else None,
             )
         )
     return tuple(items)

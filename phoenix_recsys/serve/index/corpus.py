@@ -15,13 +15,15 @@ Design choices:
   `IndexIDMap2`: HNSW cannot remove vectors, so a re-added post id (its embedding changed)
   tombstones the old position and appends the new vector. Duplicate ids across `add` calls
   therefore REPLACE; duplicates inside one call are rejected as ambiguous. Search over-fetches by
-  the number of tombstones plus excluded ids, so both stay invisible in results.
+  the expected share of tombstones and excluded ids among the nearest posts, doubling the fetch
+  (and, on IVF, the probed lists) while a row comes back short, so both stay invisible in results
+  without a fetch that grows with a user's seen set.
 * Threads: searches use the calling thread's FAISS/OpenMP setting, which we leave to the
   application (`faiss.omp_set_num_threads`, which under libgomp, what faiss-cpu ships, sets the
-  calling thread's count only). Builds and IVF
-  training use `IndexConfig.build_threads` (every core by default) in the building thread only,
-  restored after (`_BuildThreads`). A lock serialises `add`, `search` and `save` on one index,
-  because FAISS does not allow adding while searching.
+  calling thread's count only). Builds and IVF training use `IndexConfig.build_threads` (every
+  core by default) in the building thread only, restored after (`_BuildThreads`). A lock
+  serialises `add`, `search` and `save` on one index, because FAISS does not allow adding while
+  searching.
 * Persistence: `save(dir, fingerprint)` writes the index, the id and tombstone arrays and a JSON
   with the fingerprint (hash of model bundle + corpus, see `make_fingerprint`) and checksums; the
   JSON is written last, so a crash mid-save leaves a directory `load` rejects. `load` returns None
@@ -233,6 +235,30 @@ def _exclusion_array(e: Iterable[int] | np.ndarray | None) -> np.ndarray | None:
     if isinstance(e, np.ndarray):
         return np.unique(e.astype(np.int64).ravel())
     return np.unique(np.fromiter((int(i) for i in e), dtype=np.int64))
+
+
+def _sorted_member(x: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """`[len(x)]` bool: x[i] is in `sorted_ids` (ascending). O(len(x) log n), unlike `np.isin`,
+    which sorts or tables the whole corpus-sized side on every call."""
+    if sorted_ids.size == 0 or x.size == 0:
+        return np.zeros(x.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, x), sorted_ids.size - 1)
+    return sorted_ids[pos] == x
+
+
+def _first_fetch(k: int, n_excl: int, n_dead: int, n_total: int) -> int:
+    """How many neighbours to ask FAISS for first, so that about k survive exclusions and tombstones.
+
+    Fetching k + every exclusion made a user's search grow with their seen set (10k seen posts:
+    an HNSW search with k = 11,000, so efSearch 11,000). Instead assume the excluded and dead
+    positions are spread like the corpus: a fraction f of any neighbourhood, so k / (1 - f) plus a
+    margin usually suffice, and `search` doubles the fetch when a row comes back short. Never
+    more than the old bound (k + all of them), which is exact for a flat index.
+    """
+    bound = min(n_total, k + n_excl + n_dead)
+    f = min((n_excl + n_dead) / max(n_total, 1), 0.9)
+    estimate = int(np.ceil(k / (1.0 - f) * 1.25)) + 32
+    return max(1, min(bound, estimate))
 
 
 def _new_faiss_index(kind: IndexKind, dim: int, config: IndexConfig, *, num_posts: int = 0) -> faiss.Index:
@@ -488,8 +514,8 @@ class CorpusIndex:
 
         Returns:
           `SearchResult(ids [B, k] int64 (-1 fill), scores [B, k] float32 (-inf fill))`, best first.
-          Exact on a flat index; on HNSW approximate, retrying with a larger fetch when exclusions
-          leave a row short.
+          Exact on a flat index; on HNSW and IVF approximate, retrying with a larger fetch (IVF:
+          and more probed lists) when exclusions leave a row short.
         """
         q = _normalised("queries", queries, self.dim)
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
@@ -507,12 +533,10 @@ class CorpusIndex:
                 return SearchResult(out_ids, out_scores)
             excl = [_exclusion_array(e) for e in (exclude if exclude is not None else [None] * b)]
             # Excluded ids that are actually indexed: each can take one slot of the fetch.
-            n_excl = np.array(
-                [0 if e is None else int(np.isin(e, live, assume_unique=True).sum()) for e in excl]
-            )
+            n_excl = np.array([0 if e is None else int(_sorted_member(e, live).sum()) for e in excl])
             achievable = np.minimum(k, live.size - n_excl)
             n_dead = n_total - live.size
-            fetch = min(n_total, k + int(n_excl.max()) + n_dead)
+            fetch = _first_fetch(k, int(n_excl.max()), n_dead, n_total)
             ivf = self._kind is IndexKind.IVF
             nprobe = int(self._index.nprobe) if ivf else 0
             while True:
@@ -527,8 +551,10 @@ class CorpusIndex:
                 ok &= self._alive[safe]
                 for i, e in enumerate(excl):
                     if e is not None and e.size:
-                        ok[i] &= ~np.isin(ids[i], e)
-                # Exact search is complete after one round; HNSW and IVF may return fewer true hits.
+                        ok[i] &= ~_sorted_member(ids[i], e)
+                # Complete once every row has what it can have; a short row (more exclusions or
+                # tombstones near the query than the estimate, or the ANN's approximation) doubles.
+                # IVF scans only the probed lists: complete only once it has probed them all.
                 complete = fetch >= n_total and (not ivf or nprobe >= self._index.nlist)
                 if complete or np.all(ok.sum(axis=1) >= achievable):
                     break

@@ -20,6 +20,7 @@ from phoenix_recsys.serve.store.base import (
     SeedReport,
     Store,
     StoreLockedError,
+    StoreUnavailableError,
 )
 from phoenix_recsys.serve.store.migrations import Migration, load_migrations
 from phoenix_recsys.serve.store.sqlite import MIGRATIONS, SQLiteStore, _split_sql
@@ -42,5 +43,5 @@ def open_store(target: str | Path, **kwargs: Any) -> Store:
 
 __all__ = [
     "MIGRATIONS", "History", "Migration", "PostChanges", "PostOp", "PostRows", "SQLiteStore", "SchemaVersionError",
-    "SeedReport", "Store", "StoreLockedError", "_split_sql", "load_migrations", "open_store",
+    "SeedReport", "Store", "StoreLockedError", "StoreUnavailableError", "_split_sql", "load_migrations", "open_store",
 ]  # fmt: skip

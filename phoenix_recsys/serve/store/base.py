@@ -37,6 +37,15 @@ class SchemaVersionError(RuntimeError):
     """The database was written by a newer schema than this code knows."""
 
 
+class StoreUnavailableError(RuntimeError):
+    """The store cannot be reached now (database down or restarting, connection lost, pool exhausted).
+
+    Transient: the same call may succeed later, without reopening the store. A write that raised
+    it may or may not have committed (the connection went away under it); retry it with the
+    same client event ids.
+    """
+
+
 class StoreLockedError(RuntimeError):
     """Another process already writes this store (SQLite has one writer process; see the message)."""
 
@@ -266,6 +275,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def claim_event_ids(self, user_ids: Any, event_ids: Sequence[str]) -> np.ndarray:
         """Record client event ids in the open write transaction; `[E]` bool, True where new."""
+
+    @abc.abstractmethod
+    def list_users(self, limit: int, *, after: int | None = None) -> np.ndarray:
+        """`[K]` int64 ids of users with stored engagements, ascending, greater than `after`, K <= limit."""
+
+    @abc.abstractmethod
+    def recent_users(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Users with the newest engagements: (`[K]` user ids, `[K]` their latest timestamp), newest first."""
 
     @abc.abstractmethod
     def seen_posts(self, user_id: int, *, since: int | None = None, limit: int | None = None) -> np.ndarray:

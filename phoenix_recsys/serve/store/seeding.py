@@ -116,6 +116,7 @@ def seed_from_tables(
                 "ON CONFLICT (user_id, author_id) DO NOTHING",
                 list(zip(fu.tolist(), fa.tolist(), [at] * fu.shape[0], strict=True)),
             )
+    store._after_bulk_load(["posts", "post_log", "engagements", "seen", "follows"])
     return SeedReport(
         posts=n_posts,
         derived_posts=derived,

@@ -32,6 +32,14 @@ _P_COLS = ", ".join("p." + c for c in POST_COLS)
 _EDGE_TABLES = ("follows", "blocks", "mutes")
 
 
+def _page_limit(limit: Any) -> int:
+    """A listing's page size: an int >= 1."""
+    limit = v.scalar_int("limit", limit)
+    if limit < 1:
+        raise ValueError(f"limit: must be >= 1, got {limit}")
+    return limit
+
+
 class SQLStore(Store):
     """The queries of `Store` in shared SQL; backends subclass it (see the module docstring)."""
 
@@ -55,6 +63,13 @@ class SQLStore(Store):
     def _before_post_log(self, conn: Any) -> None:
         """Called in the writing transaction just before post-sequence rows are appended."""
 
+    def _after_bulk_load(self, tables: Sequence[str]) -> None:
+        """Called after a bulk load (seeding, `store migrate`) has committed rows into `tables`.
+
+        SQLite: nothing (its planner needs no statistics for these queries). PostgreSQL refreshes
+        planner statistics and the visibility map at once instead of after autovacuum's next round.
+        """
+
     def _executemany(self, conn: Any, sql: str, rows: Sequence[tuple]) -> int:
         """Run `sql` once per row in `conn`'s transaction; the number of rows changed."""
         if not rows:
@@ -74,6 +89,22 @@ class SQLStore(Store):
 
     def _scalar_ints(self, sql: str, params: Sequence[Any]) -> np.ndarray:
         return np.array([r[0] for r in self._fetchall(sql, params)], dtype=np.int64)
+
+    def _join_ints_sql(self, column: str) -> str:
+        """An aggregate joining the int `column` into one comma-separated text (order unspecified)."""
+        return f"group_concat({column})"
+
+    def _joined_ints(self, sql: str, params: Sequence[Any]) -> np.ndarray:
+        """`[K]` int64 of the one-column (`post_id`) query `sql`, fetched as one joined string.
+
+        For reads of thousands of ids (a heavy user's seen set): the database joins them and NumPy
+        parses the text in C, about 3x faster than one Python tuple per row (0.5 vs 1.5 ms per
+        5,000 ids on SQLite). Order is not kept: callers take the set.
+        """
+        text = self._fetchone(f"SELECT {self._join_ints_sql('s.post_id')} FROM ({sql}) AS s", params)[0]
+        if not text:
+            return np.zeros(0, np.int64)
+        return np.fromstring(text, dtype=np.int64, sep=",")
 
     # -- schema ---------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -477,6 +508,46 @@ class SQLStore(Store):
         uid = v.scalar_int("user_id", user_id)
         return self._scalar_ints("SELECT user_id FROM blocks WHERE author_id = ? ORDER BY user_id", (uid,))
 
+    # -- users ----------------------------------------------------------------------------------
+    def list_users(self, limit: int, *, after: int | None = None) -> np.ndarray:
+        """`[K]` int64 ids of users with stored engagements, ascending, greater than `after`, K <= limit.
+
+        A skip scan in one statement: each step of the recursive query is one index seek on
+        engagements(user_id, ...) for the next id, so a page costs `limit` seeks however many events
+        the users have (a DISTINCT would walk every row of a heavy user) and one round trip.
+        """
+        limit = _page_limit(limit)
+        start = -(2**62) if after is None else v.scalar_int("after", after)
+        return self._scalar_ints(
+            "WITH RECURSIVE u (id, n) AS ("
+            "SELECT (SELECT MIN(user_id) FROM engagements WHERE user_id > ?), 1 "
+            "UNION ALL SELECT (SELECT MIN(user_id) FROM engagements WHERE user_id > u.id), u.n + 1 "
+            "FROM u WHERE u.id IS NOT NULL AND u.n < ?"
+            ") SELECT id FROM u WHERE id IS NOT NULL ORDER BY id",
+            (start, limit),
+        )
+
+    #: How many of the newest engagement rows `recent_users` reads per user asked for: a bound on its
+    #: work (it reads the time index backwards) that still finds enough distinct users in practice.
+    RECENT_USERS_SCAN = 50
+
+    def recent_users(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Users with the newest engagements: (`[K]` user ids, `[K]` their latest timestamp), newest first.
+
+        Reads at most `limit * RECENT_USERS_SCAN` of the newest engagement rows (bounded work on a large
+        store), so a user whose last event is older than that window is not listed; `list_users` pages
+        through every user.
+        """
+        limit = _page_limit(limit)
+        rows = self._fetchall(
+            "SELECT user_id, MAX(timestamp) AS last_t FROM ("
+            "SELECT user_id, timestamp FROM engagements ORDER BY timestamp DESC LIMIT ?"
+            ") AS newest GROUP BY user_id ORDER BY last_t DESC, user_id LIMIT ?",
+            (limit * self.RECENT_USERS_SCAN, limit),
+        )
+        users = np.array([r[0] for r in rows], dtype=np.int64)
+        return users, np.array([r[1] for r in rows], dtype=np.int64)
+
     # -- served / seen --------------------------------------------------------------------------
     def mark_served(self, user_id: int, post_ids: Any, session_id: str, *, served_at: int | None = None) -> int:
         """Record that these posts were served to the user in this session (for pagination).
@@ -545,10 +616,10 @@ class SQLStore(Store):
             )
         t0 = -(2**62) if since is None else int(since)
         lim, extra = ("", ()) if limit is None else (" LIMIT ?", (int(limit),))
-        seen = self._scalar_ints(
+        seen = self._joined_ints(
             "SELECT post_id FROM seen WHERE user_id = ? AND seen_at >= ? ORDER BY seen_at DESC" + lim, (uid, t0, *extra)
         )
-        engaged = self._scalar_ints(
+        engaged = self._joined_ints(
             "SELECT post_id FROM engagements WHERE user_id = ? AND timestamp >= ? "
             "ORDER BY timestamp DESC, event_id DESC" + lim,
             (uid, t0, *extra),

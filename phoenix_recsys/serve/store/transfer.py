@@ -143,6 +143,7 @@ def copy_store(
                         f"SELECT setval(pg_get_serial_sequence('{t}', '{col}'), "
                         f"GREATEST(COALESCE(MAX({col}), 0), 1), MAX({col}) IS NOT NULL) FROM {t}"
                     )
+    dst._after_bulk_load(tables)
     out = []
     for t in tables:
         cols = _columns(src, t)

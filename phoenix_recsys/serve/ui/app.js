@@ -149,6 +149,22 @@ async function setBlock(author, on) {
   await loadFeed((on ? "blocked" : "unblocked") + " author " + author);
 }
 
+// Recently active users (GET /v1/users), as buttons that load their feed: a picker for people who
+// do not know the ids in their store. Needs a read key like every read; quiet when refused.
+async function loadUsers() {
+  let body;
+  try { body = await call("GET", "v1/users?limit=20"); } catch (_) { $("users").replaceChildren(); return; }
+  const nowS = Date.now() / 1000;
+  const buttons = body.users.map((u) => {
+    const b = el("button", { type: "button", class: "pick", textContent: "user " + u.user_id,
+      title: u.last_active === null ? "" : "last active " + age(Math.round(nowS - u.last_active)) + " ago" });
+    b.dataset.userId = u.user_id;
+    b.addEventListener("click", () => { $("user").value = u.user_id; loadFeed(); });
+    return b;
+  });
+  $("users").replaceChildren(...(buttons.length ? [el("span", {}, "recently active: "), ...buttons] : []));
+}
+
 async function init() {
   const params = new URL(window.location.href).searchParams;
   if (params.has("user")) $("user").value = params.get("user");
@@ -162,6 +178,7 @@ async function init() {
     window.localStorage.setItem(KEY_STORAGE, v);
     $("apikey").value = ""; $("apikey").placeholder = "key saved in this browser";
     status("key saved");
+    loadUsers();
   });
   $("clearkey").addEventListener("click", () => {
     window.localStorage.removeItem(KEY_STORAGE);
@@ -178,6 +195,7 @@ async function init() {
     $("health").textContent = "bundle " + bundle + " · " + (h.index_posts ?? 0) + " indexed posts · writes " +
       (h.writes_enabled ? "on" : "off");
   } catch (e) { status(e.message, true); }
+  loadUsers();
   if (params.has("user")) loadFeed();
 }
 
