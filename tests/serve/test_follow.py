@@ -151,3 +151,21 @@ def test_kill_9_of_one_server_loses_nothing_acknowledged(pair):
     a.start()  # the store and the shared snapshot directory are accepted after the kill
     with httpx.Client(timeout=30) as c:
         assert c.post(a.url + "/v1/feed", json={"user_id": user, "k": 10}).status_code == 200
+
+
+def test_a_delete_through_one_server_applies_on_the_others_next_feed_and_index(pair):
+    a, b = pair
+    pid = 92_000
+    with httpx.Client(timeout=30) as c:
+        add_posts(c, a.url, [pid], author=4)
+        t0 = time.monotonic()
+        while pid not in b.retrievable(c):
+            assert time.monotonic() - t0 < 5.0
+            time.sleep(0.05)
+        size = c.get(b.url + "/healthz").json()["index_posts"]
+        assert c.delete(f"{a.url}/v1/posts/{pid}", headers=AUTH).status_code == 200
+        assert pid not in b.retrievable(c)  # at once: b hydrates from the store
+        t0 = time.monotonic()
+        while c.get(b.url + "/healthz").json()["index_posts"] != size - 1:
+            assert time.monotonic() - t0 < 2.0, "b's follower did not remove the post in 2 s"
+            time.sleep(0.05)
