@@ -87,6 +87,33 @@ def run_cmd(
     console.print(f"{name}: {summary['seconds']} s ({summary['train_seconds']} s training)")
 
 
+@bench_app.command("report")
+@domain_errors
+def report_cmd(
+    name: Annotated[str, typer.Argument(help="Benchmark name (see `bench list`).")],
+    work: Annotated[Path | None, typer.Option("--work", help="Work directory (default ./runs/bench-NAME).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="The --steps the job was run with.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """What a running or stopped job has finished so far (read from its seed records; trains nothing)."""
+    from phoenix_recsys.train.quality import finished_stages, jobs
+
+    all_jobs = jobs()
+    if name not in all_jobs:
+        raise ValueError(f"unknown benchmark {name!r}; known: {sorted(all_jobs)}")
+    out = finished_stages(all_jobs[name], work or Path("runs") / f"bench-{name}", steps=steps)
+    if as_json:
+        print_json(out)
+        return
+    for e in out["seeds"]:
+        m = e.get("models", {}).get("retrieval", {})
+        console.print(f"seed {e['seed']}: stages {', '.join(e['stages']) or 'none'}"
+                      + (f"; best step {m['best_step']} (val {m['selection_metric']} {m['best_val']:.4f})" if m else ""))
+    for key, cols in out["retrieval"].items():
+        cells = ", ".join(f"{c} {v['mean']:.4f} ± {v['sd']:.4f} (n={v['n']})" for c, v in cols.items())
+        console.print(f"  {key}: {cells}")
+
+
 def _named(job_name: str):
     def cmd(
         work: Annotated[Path | None, typer.Option("--work", help="Work directory (default ./runs/bench-NAME).")] = None,

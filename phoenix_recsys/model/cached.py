@@ -67,8 +67,20 @@ class CachedRanker:
         def score(state: Any, cache: ContextCache, batch: RecsysBatch, slot_offset: jax.Array) -> RecsysModelOutput:
             return nnx.merge(graphdef, state).score_with_context(cache, batch, slot_offset=slot_offset)
 
+        def score_each(state: Any, stacked: RecsysBatch) -> RecsysModelOutput:
+            # One request per step of a loop inside one program: every step has exactly the shapes of
+            # a request scored alone (B = 1, one chunk), so its arithmetic, and its bits, are the same.
+            model = nnx.merge(graphdef, state)
+
+            def one(batch: RecsysBatch) -> RecsysModelOutput:
+                cache = model.encode_context(_context_only(batch))
+                return model.score_with_context(cache, _candidates_only(batch), slot_offset=jnp.int32(0))
+
+            return jax.lax.map(one, stacked)
+
         self._encode = jax.jit(encode)
         self._score = jax.jit(score)
+        self._score_each = jax.jit(score_each)
 
     def refresh(self) -> None:
         """Pick up new parameter values after the model was trained or reloaded in place."""
@@ -106,10 +118,46 @@ class CachedRanker:
             logits=np.concatenate(logits, axis=1), continuous_preds=np.concatenate(conts, axis=1) if conts else None
         )
 
+    def score_each(self, batches: list[RecsysBatch]) -> list[RecsysModelOutput]:
+        """Score several B = 1 requests of one candidate-block size in one call; bitwise `score` of each.
+
+        Each request must have the same history length and `N` candidates with `N` a chunk size of
+        `score` (a power of two from 8 to `chunk_size`), so that alone it is one chunk. The requests run
+        one after another inside one compiled loop (`jax.lax.map`): the saving is the per-call work
+        (dispatch, host copies, one program launch per request), not wider matrices, because
+        stacking requests along B changes how XLA blocks some reductions and so the last bits.
+
+        Returns:
+          one `RecsysModelOutput` per request: logits `[1, N, A]` float32.
+        """
+        if not batches:
+            return []
+        n = batches[0].num_candidates
+        k = min(self.chunk_size, max(MIN_CHUNK, 1 << max(0, n - 1).bit_length()))
+        if k != n or any(b.batch_size != 1 or b.num_candidates != n for b in batches):
+            raise ValueError(f"score_each needs B = 1 requests of one chunk size; got N = "
+                             f"{[b.num_candidates for b in batches]} (chunk size for {n}: {k})")
+        for b in batches:
+            validate_batch(b, self.model.config)
+        fields = [_present(f) for f in zip(*batches, strict=True)]
+        out = self._score_each(self._state, RecsysBatch(*fields))
+        logits = np.asarray(out.logits, np.float32)
+        conts = None if out.continuous_preds is None else np.asarray(out.continuous_preds, np.float32)
+        return [RecsysModelOutput(logits[i], None if conts is None else conts[i]) for i in range(len(batches))]
+
     def score(self, batch: RecsysBatch) -> RecsysModelOutput:
         """Validate, encode the context once and score every candidate of `batch`."""
         validate_batch(batch, self.model.config)
         return self.score_cached(self.encode(batch), batch)
+
+
+def _present(values: tuple[Any, ...]) -> np.ndarray | None:
+    # One batch field across requests: None everywhere, or stacked into `[n, 1, ...]`.
+    if all(v is None for v in values):
+        return None
+    if any(v is None for v in values):
+        raise ValueError("score_each: every request must carry the same optional fields")
+    return np.stack([np.asarray(v) for v in values])
 
 
 def _slice_opt(x: np.ndarray | None, start: int, stop: int, k: int) -> np.ndarray | None:

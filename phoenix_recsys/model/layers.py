@@ -72,6 +72,38 @@ def rotate_half(x: jax.Array) -> jax.Array:
     return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
+class RotaryTables(NamedTuple):
+    """`cos` and `sin` of the rotary phase, `[B, T, 1, K]` float32 each (broadcast over heads)."""
+
+    cos: jax.Array
+    sin: jax.Array
+
+
+def rotary_tables(positions: jax.Array, key_size: int, base: float = 10000.0) -> RotaryTables:
+    """The rotary phase tables of `positions [B, T]` (float32) for heads of width `key_size`."""
+    exponents = jnp.arange(0, key_size, 2, dtype=jnp.float32)
+    inv_freq = jnp.asarray(1.0 / (base ** (exponents / key_size)), dtype=jnp.float32)
+    phase = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]
+    phase = jnp.concatenate([phase, phase], axis=-1)[:, :, None, :]
+    return RotaryTables(jnp.cos(phase), jnp.sin(phase))
+
+
+def shared_rotary_tables(valid: jax.Array, position: float, key_size: int, base: float = 10000.0) -> RotaryTables:
+    """Tables for tokens that all sit at one `position` where `valid [B, T]`, and at 0 elsewhere.
+
+    Equal to `rotary_tables(where(valid, position, 0))` (cos 0 = 1, sin 0 = 0 exactly), but the cos/sin
+    are evaluated once instead of once per token: the cached ranker's candidates share one position.
+    """
+    one = rotary_tables(jnp.full((1, 1), position, jnp.float32), key_size, base)
+    v = valid[:, :, None, None]
+    return RotaryTables(jnp.where(v, one.cos, 1.0), jnp.where(v, one.sin, 0.0))
+
+
+def rotate(x: jax.Array, tables: RotaryTables) -> jax.Array:
+    """Apply precomputed rotary tables to `x [B, T, N, K]` (in float32); returns `x.dtype`."""
+    return (x * tables.cos + rotate_half(x) * tables.sin).astype(x.dtype)
+
+
 def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
     """Rotary position embedding over all K dims of each head.
 
@@ -82,12 +114,7 @@ def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> j
     Returns:
       `[B, T, N, K]` in `x.dtype` (the rotation itself runs in float32).
     """
-    k = x.shape[-1]
-    exponents = jnp.arange(0, k, 2, dtype=jnp.float32)
-    inv_freq = jnp.asarray(1.0 / (base ** (exponents / k)), dtype=jnp.float32)
-    phase = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]
-    phase = jnp.concatenate([phase, phase], axis=-1)[:, :, None, :]
-    return (x * jnp.cos(phase) + rotate_half(x) * jnp.sin(phase)).astype(x.dtype)
+    return rotate(x, rotary_tables(positions, x.shape[-1], base))
 
 
 def _soft_cap(logits: jax.Array) -> jax.Array:
@@ -150,13 +177,22 @@ class Attention(nnx.Module):
         return self._output(attn), kv
 
     def attend_to_context(
-        self, x: jax.Array, positions: jax.Array, context: KV, context_mask: jax.Array, self_mask: jax.Array
+        self, x: jax.Array, rotary: RotaryTables, context: KV, context_mask: jax.Array, self_mask: jax.Array
     ) -> jax.Array:
         """Candidate attention against a cached context: each candidate sees the context and itself.
 
+        Written for the CPU serving path (it is most of the cost of ranking), with the same numbers as
+        the full forward's candidate rows up to float rounding:
+        - one kv group at a time, so every product is a plain `[C*J, K] x [K, T0]` matrix product on
+          contiguous blocks (a batched einsum over heads made XLA transpose the candidate block);
+        - the candidate's own logit needs no rotary: its query and key share a position and a rotation
+          preserves dot products, so only the queries are rotated (for the context keys);
+        - the softmax over `[context | self]` is taken in two parts (shared max and sum), so no
+          `[C, T0 + 1]` block is concatenated and no `[C, T0 + C]` mask exists.
+
         Args:
           x: `[B, C, D]` candidate hidden states.
-          positions: `[B, C]`.
+          rotary: the candidates' rotary tables (`[B, C, 1, K]`, computed once for all layers).
           context: cached keys/values `[B, T0, G, K]`.
           context_mask: `[B, T0]` valid context keys.
           self_mask: `[B, C]` valid candidates (a padded candidate does not see itself, as in the full mask).
@@ -164,17 +200,32 @@ class Attention(nnx.Module):
         Returns:
           `[B, C, D]`, equal to the candidate rows of the full forward.
         """
-        q, own = self.project(x, positions)
-        ctx_logits = self._scores(q, context.k)  # [B, G, J, C, T0]
-        self_logits = _soft_cap(
-            jnp.einsum("bcgjk,bcgk->bgjc", q, own.k).astype(jnp.float32) * self.multiplier
-        )[..., None]
-        ctx_logits = jnp.where(context_mask[:, None, None, None, :], ctx_logits, MASKED_LOGIT)
-        self_logits = jnp.where(self_mask[:, None, None, :, None], self_logits, MASKED_LOGIT)
-        weights = jax.nn.softmax(jnp.concatenate([ctx_logits, self_logits], axis=-1), axis=-1).astype(q.dtype)
-        attn = jnp.einsum("bgjcs,bsgk->bcgjk", weights[..., :-1], context.v)
-        attn = attn + jnp.einsum("bgjc,bcgk->bcgjk", weights[..., -1], own.v)
-        return self._output(attn)
+        b, c, _ = x.shape
+        h, g, k = self.num_q_heads, self.num_kv_heads, self.key_size
+        j = h // g
+        dt = x.dtype
+        wq, wk, wv = (lin.w[...].astype(dt) for lin in (self.query, self.key, self.value))
+        ctx_valid = context_mask[:, None, None, :]
+        self_valid = self_mask[:, :, None]
+        outs = []
+        for gi in range(g):
+            # Query heads gi*J .. gi*J+J-1 use kv head gi (as `project`'s reshape).
+            q = (x @ wq[:, gi * j * k : (gi + 1) * j * k]).reshape(b, c, j, k)
+            own_k = x @ wk[:, gi * k : (gi + 1) * k]
+            own_v = x @ wv[:, gi * k : (gi + 1) * k]
+            self_logits = jnp.einsum("bcjk,bck->bcj", q, own_k).astype(jnp.float32)
+            self_logits = jnp.where(self_valid, _soft_cap(self_logits * self.multiplier), MASKED_LOGIT)
+            ctx_logits = jnp.einsum("bcjk,bsk->bcjs", rotate(q, rotary), context.k[:, :, gi]).astype(jnp.float32)
+            ctx_logits = jnp.where(ctx_valid, _soft_cap(ctx_logits * self.multiplier), MASKED_LOGIT)
+            top = jnp.maximum(jnp.max(ctx_logits, axis=-1), self_logits)
+            e_ctx = jnp.exp(ctx_logits - top[..., None])
+            e_self = jnp.exp(self_logits - top)
+            denom = jnp.sum(e_ctx, axis=-1) + e_self
+            w_ctx = (e_ctx / denom[..., None]).astype(dt)
+            w_self = (e_self / denom).astype(dt)
+            attn = jnp.einsum("bcjs,bsk->bcjk", w_ctx, context.v[:, :, gi]) + w_self[..., None] * own_v[:, :, None, :]
+            outs.append(attn.reshape(b, c, j * k))
+        return self.linear(outs[0] if g == 1 else jnp.concatenate(outs, axis=-1))
 
 
 class FeedForward(nnx.Module):
@@ -213,11 +264,11 @@ class DecoderLayer(nnx.Module):
         return self._residual_ffn(h), kv
 
     def candidates(
-        self, h: jax.Array, positions: jax.Array, context: KV, context_mask: jax.Array, self_mask: jax.Array
+        self, h: jax.Array, rotary: RotaryTables, context: KV, context_mask: jax.Array, self_mask: jax.Array
     ) -> jax.Array:
         """Candidate rows `[B, C, D]` of this layer, given the context's cached KV."""
         attn = self.multi_head_attention.attend_to_context(
-            self.rms_norm(h), positions, context, context_mask, self_mask
+            self.rms_norm(h), rotary, context, context_mask, self_mask
         )
         h = h + self.rms_norm_1(attn)
         return self._residual_ffn(h)
@@ -238,9 +289,13 @@ class Transformer(nnx.Module):
         return h, cache
 
     def candidates(
-        self, h: jax.Array, positions: jax.Array, cache: list[KV], context_mask: jax.Array, self_mask: jax.Array
+        self, h: jax.Array, rotary: RotaryTables, cache: list[KV], context_mask: jax.Array, self_mask: jax.Array
     ) -> jax.Array:
-        """Run candidate tokens `[B, C, D]` through every layer against a cached context."""
+        """Run candidate tokens `[B, C, D]` through every layer against a cached context.
+
+        `rotary`: the candidates' rotary tables (`rotary_tables` / `shared_rotary_tables`), shared by all
+        layers since every layer sees the same positions.
+        """
         for layer, kv in zip(self.layers, cache, strict=True):
-            h = layer.candidates(h, positions, kv, context_mask, self_mask)
+            h = layer.candidates(h, rotary, kv, context_mask, self_mask)
         return h

@@ -15,9 +15,9 @@ from flax import nnx
 
 from phoenix_recsys.actions import ActionKind, ActionVocabulary, weight_vector
 from phoenix_recsys.data.batch import RecsysBatch
-from phoenix_recsys.model.config import PhoenixModelConfig
+from phoenix_recsys.model.config import PhoenixModelConfig, PositionScheme
 from phoenix_recsys.model.embeddings import RecsysEmbeddings
-from phoenix_recsys.model.layers import KV, RMSNorm
+from phoenix_recsys.model.layers import KV, RMSNorm, rotary_tables, shared_rotary_tables
 from phoenix_recsys.model.mask import make_recsys_attn_mask
 from phoenix_recsys.model.tokens import (
     PhoenixBase,
@@ -80,26 +80,30 @@ class PhoenixModel(PhoenixBase):
             self.in_network_embedding_table = _param(rngs, (2, d), std=1.0 / d**0.5)
 
     # -- inputs -------------------------------------------------------------------------------
-    def _post_age(self, batch: RecsysBatch) -> jax.Array:
+    def _post_age_bucket(self, batch: RecsysBatch) -> jax.Array:
         b, c = batch.candidate_post_hashes.shape[:2]
         g = self.config.post_age_granularity_mins
         if batch.candidate_impr_ts is None or batch.candidate_post_creation_ts is None:
-            bucket = jnp.zeros((b, c), jnp.int32)
-        else:
-            impr = jnp.asarray(batch.candidate_impr_ts).astype(jnp.int32)
-            created = jnp.asarray(batch.candidate_post_creation_ts).astype(jnp.int32)
-            age = impr - created
-            bucket = jnp.clip(age // 60 // g + 1, 0, POST_AGE_RANGE_MINS // g + 1)
-            # Unknown age (missing timestamp) and clock skew fall back to the "unknown" bucket 0.
-            bucket = jnp.where((age < 0) | (impr == 0) | (created == 0), 0, bucket)
-        table = self.post_age_embedding_table[...]
-        return (jax.nn.one_hot(bucket, table.shape[0], dtype=jnp.float32) @ table).astype(self.fp)
+            return jnp.zeros((b, c), jnp.int32)
+        impr = jnp.asarray(batch.candidate_impr_ts).astype(jnp.int32)
+        created = jnp.asarray(batch.candidate_post_creation_ts).astype(jnp.int32)
+        age = impr - created
+        bucket = jnp.clip(age // 60 // g + 1, 0, POST_AGE_RANGE_MINS // g + 1)
+        # Unknown age (missing timestamp) and clock skew fall back to the "unknown" bucket 0.
+        return jnp.where((age < 0) | (impr == 0) | (created == 0), 0, bucket)
 
-    def _in_network(self, batch: RecsysBatch) -> jax.Array:
+    def _post_age(self, batch: RecsysBatch) -> jax.Array:
+        table = self.post_age_embedding_table[...]
+        return (jax.nn.one_hot(self._post_age_bucket(batch), table.shape[0], dtype=jnp.float32) @ table).astype(self.fp)
+
+    def _in_network_flag(self, batch: RecsysBatch) -> jax.Array:
         b, c = batch.candidate_post_hashes.shape[:2]
         flag = jnp.zeros((b, c), jnp.int32) if batch.candidate_in_network is None else (
             jnp.asarray(batch.candidate_in_network).astype(jnp.int32))
-        return jnp.take(self.in_network_embedding_table[...], jnp.clip(flag, 0, 1), axis=0).astype(self.fp)
+        return jnp.clip(flag, 0, 1)
+
+    def _in_network(self, batch: RecsysBatch) -> jax.Array:
+        return jnp.take(self.in_network_embedding_table[...], self._in_network_flag(batch), axis=0).astype(self.fp)
 
     def candidate_tokens(self, batch: RecsysBatch, emb: RecsysEmbeddings) -> tuple[jax.Array, jax.Array]:
         """Candidate tokens `[B, C, D]` and mask `[B, C]` (from the first post hash)."""
@@ -113,6 +117,36 @@ class PhoenixModel(PhoenixBase):
         x = jnp.concatenate(parts, axis=-1)
         x = (x.astype(jnp.float32) @ self.proj_mat_2[...]).astype(x.dtype)
         return x, jnp.asarray(batch.candidate_post_hashes)[:, :, 0] != 0
+
+    def candidate_tokens_blockwise(self, batch: RecsysBatch, emb: RecsysEmbeddings) -> tuple[jax.Array, jax.Array]:
+        """`candidate_tokens` computed block by block (the cached serving path): same numbers up to rounding.
+
+        `concat(parts) @ proj_mat_2` is the sum of each part times its row block of `proj_mat_2`. The
+        post and author embeddings are multiplied as they are (no `[C, 640]` concatenation), and the
+        categorical features (surface, post age, in-network), whose part is a table row, use that
+        table already multiplied by its row block: one small `[V, D] x [D, D]` product per call
+        instead of a `[C, D] x [D, D]` one.
+        """
+        pe, ae = emb.candidate_post_embeddings, emb.candidate_author_embeddings
+        b, c = pe.shape[:2]
+        d = self.config.emb_size
+        w = self.proj_mat_2[...]
+        dense = [pe.reshape(b, c, -1), ae.reshape(b, c, -1)]
+        lookups = [(self.product_surface_embedding_table[...], jnp.asarray(batch.candidate_product_surface))]
+        if self.config.post_age_buckets:
+            lookups.append((self.post_age_embedding_table[...], self._post_age_bucket(batch)))
+        if self.config.in_network_feature:
+            lookups.append((self.in_network_embedding_table[...], self._in_network_flag(batch)))
+        x, row = None, 0
+        for part in dense:
+            n = part.shape[-1]
+            y = part.astype(jnp.float32) @ w[row : row + n]
+            x, row = (y if x is None else x + y), row + n
+        for table, idx in lookups:
+            # As the full path, a table row is rounded to the forward dtype before the projection.
+            projected = table.astype(self.fp).astype(jnp.float32) @ w[row : row + d]
+            x, row = x + jnp.take(projected, idx, axis=0), row + d
+        return x.astype(pe.dtype), jnp.asarray(batch.candidate_post_hashes)[:, :, 0] != 0
 
     def build_inputs(
         self, batch: RecsysBatch, emb: RecsysEmbeddings
@@ -203,11 +237,17 @@ class PhoenixModel(PhoenixBase):
         if embeddings is None:
             pe, ae = self.tables.items(jnp.asarray(batch.candidate_post_hashes), jnp.asarray(batch.candidate_author_hashes))
             embeddings = RecsysEmbeddings(None, None, pe, None, ae)  # type: ignore[arg-type]
-        cand, cand_mask = self.candidate_tokens(batch, embeddings)
+        cand, cand_mask = self.candidate_tokens_blockwise(batch, embeddings)
         cand = cand.astype(self.fp)
         s = cache.mask.shape[1] - 1
-        pos = candidate_positions(cand_mask, s, self.config.positions, slot_offset)
-        hidden = self.transformer.candidates(cand, pos, cache.kv, cache.mask, cand_mask)
+        k = self.config.model.key_size
+        if self.config.positions is PositionScheme.PER_SLOT:
+            rotary = rotary_tables(candidate_positions(cand_mask, s, self.config.positions, slot_offset), k)
+        else:
+            # Every valid candidate sits at 1 + S (padded ones at 0, see `candidate_positions`): one
+            # cos/sin evaluation serves the whole block.
+            rotary = shared_rotary_tables(cand_mask, float(1 + s), k)
+        hidden = self.transformer.candidates(cand, rotary, cache.kv, cache.mask, cand_mask)
         return self.head(hidden)
 
 

@@ -43,6 +43,7 @@ from phoenix_recsys.serve.feed import (
     rank_candidates,
     score_feed,
 )
+from phoenix_recsys.serve.feed.batcher import RankBatcher
 from phoenix_recsys.serve.feed.coldstart import ColdStartCache, ColdStartConfig
 from phoenix_recsys.serve.filters import (
     Candidates,
@@ -173,6 +174,13 @@ class FeedService:
         self._clock_lock = threading.Lock()
         self._post_lock = threading.Lock()
         self.warmup_s: float | None = None
+        # Micro-batching of ranking across concurrent requests (off unless rank_batch_window_ms > 0).
+        self.batcher: RankBatcher | None = None
+        if settings.rank_batch_window_ms > 0:
+            self.batcher = RankBatcher(
+                runtime, window_s=settings.rank_batch_window_ms / 1e3, max_requests=settings.rank_batch_max_requests
+            )
+        self.predict = runtime.predict if self.batcher is None else self.batcher.predict
         self.cold_start = ColdStartCache(
             store,
             ColdStartConfig(
@@ -235,13 +243,18 @@ class FeedService:
                 runtime=runtime, store=store, settings=settings, index=None, index_info=info, follower=follower
             )
             if settings.warmup:
-                service.warmup_s = runtime.warmup(service.max_feed_candidates())
+                service.warmup_s = runtime.warmup(
+                    service.max_feed_candidates(),
+                    batch_sizes=() if service.batcher is None else service.batcher.batch_sizes(),
+                )
             if follower is not None and settings.index_follow:
                 follower.start()
             service.cold_start.start()
         except BaseException:
             if "follower" in locals() and follower is not None:
                 follower.stop(snapshot=False)
+            if "service" in locals() and service.batcher is not None:
+                service.batcher.close()
             store.close()
             raise
         return service
@@ -300,6 +313,8 @@ class FeedService:
         """Stop following, write a final index snapshot, then close the store."""
         try:
             self.cold_start.stop()
+            if self.batcher is not None:
+                self.batcher.close()
             if self.follower is not None:
                 self.follower.stop(snapshot=True)
         finally:
@@ -469,7 +484,9 @@ class FeedService:
 
         in_net = kept.in_network(followed)
         context = self.runtime.context(user_id, history)
-        probs = rank_candidates(self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface)
+        probs = rank_candidates(
+            self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface, predict=self.predict
+        )
         timer.lap("rank")
 
         breakdown = score_feed(probs, kept, in_net, self.vocab, self.scoring)
@@ -545,7 +562,7 @@ class FeedService:
             created_at=created,
             in_network=in_net,
         )
-        probs = self.runtime.predict(batch)
+        probs = self.predict(batch)
         weighted = probs.astype(np.float64) @ self.scoring.weight_vector(self.vocab)
         names = self.vocab.names
         out = tuple(

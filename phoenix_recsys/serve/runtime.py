@@ -118,6 +118,29 @@ class ModelRuntime:
         """The bundle's parameter fingerprint."""
         return self.bundle.fingerprint()
 
+    def _padded(self, batch: RecsysBatch) -> RecsysBatch:
+        """`batch` with its candidate block padded (hash 0 = padding) to `padded_size(N)`."""
+        n = batch.num_candidates
+        size = padded_size(n, self.ranker.chunk_size)
+        if size == n:
+            return batch
+        pad = size - n
+
+        def grow(x: np.ndarray | None) -> np.ndarray | None:
+            if x is None:
+                return None
+            x = np.asarray(x)
+            return np.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+
+        return batch.with_candidates(
+            grow(batch.candidate_post_hashes),
+            grow(batch.candidate_author_hashes),
+            grow(batch.candidate_product_surface),
+            grow(batch.candidate_impr_ts),
+            grow(batch.candidate_post_creation_ts),
+            grow(batch.candidate_in_network),
+        )
+
     def predict(self, batch: RecsysBatch) -> np.ndarray:
         """Predictions `[N, A]` float32 for the N candidates of a B = 1 batch (N >= 1).
 
@@ -125,26 +148,29 @@ class ModelRuntime:
         bucket sizes are ever compiled; candidate isolation makes the padding invisible.
         """
         n = batch.num_candidates
-        size = padded_size(n, self.ranker.chunk_size)
-        if size > n:
-            pad = size - n
-
-            def grow(x: np.ndarray | None) -> np.ndarray | None:
-                if x is None:
-                    return None
-                x = np.asarray(x)
-                return np.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-
-            batch = batch.with_candidates(
-                grow(batch.candidate_post_hashes),
-                grow(batch.candidate_author_hashes),
-                grow(batch.candidate_product_surface),
-                grow(batch.candidate_impr_ts),
-                grow(batch.candidate_post_creation_ts),
-                grow(batch.candidate_in_network),
-            )
-        out = self.ranker.score(batch)
+        out = self.ranker.score(self._padded(batch))
         return _probabilities(np.asarray(out.logits, np.float32)[0, :n], self._binary)
+
+    def batchable(self, batch: RecsysBatch) -> bool:
+        """Whether `predict_many` can take this request (B = 1, at most one chunk of candidates)."""
+        return batch.batch_size == 1 and 1 <= batch.num_candidates <= self.ranker.chunk_size
+
+    def predict_many(self, batches: list[RecsysBatch]) -> list[np.ndarray]:
+        """`predict` of several requests of one candidate bucket in one compiled call, bitwise equal.
+
+        Every request must be `batchable` and pad to the same `padded_size`. The count is rounded up
+        to a power of two (the last request repeated, its copies' results dropped), so only
+        log2(`max_requests`) programs per bucket are compiled.
+        """
+        if not batches:
+            return []
+        sizes = {padded_size(b.num_candidates, self.ranker.chunk_size) for b in batches}
+        if len(sizes) != 1 or not all(self.batchable(b) for b in batches):
+            raise ValueError(f"predict_many needs B = 1 requests of one candidate bucket; got buckets {sorted(sizes)}")
+        padded = [self._padded(b) for b in batches]
+        padded += [padded[-1]] * (_next_pow2(len(padded)) - len(padded))
+        outs = self.ranker.score_each(padded)
+        return [_probabilities(o.logits[0, : b.num_candidates], self._binary) for o, b in zip(outs[: len(batches)], batches, strict=True)]
 
     def user_embedding(self, batch: RecsysBatch) -> np.ndarray:
         """User-tower embedding `[D]` of a B = 1 context batch."""
@@ -182,8 +208,12 @@ class ModelRuntime:
             user_id, history, hash_config=self.hash_config, vocab=self.vocab, history_len=cfg.history_seq_len
         )
 
-    def warmup(self, max_candidates: int) -> float:
+    def warmup(self, max_candidates: int, *, batch_sizes: tuple[int, ...] = ()) -> float:
         """Compile every program a request of up to `max_candidates` candidates can use.
+
+        Args:
+          max_candidates: the largest request.
+          batch_sizes: also compile `predict_many` for these request counts (powers of two).
 
         Returns:
           Seconds spent.
@@ -199,6 +229,8 @@ class ModelRuntime:
                 ctx, np.arange(k), np.zeros(k, np.int64), hash_config=self.hash_config, product_surface=0, now=0
             )
             self.predict(batch)
+            for count in batch_sizes:
+                self.predict_many([batch] * count)
         if self.has_retrieval:
             self.user_embedding(self.context(0, empty, for_retrieval=True))
             self.post_embeddings(np.arange(1), np.zeros(1, np.int64))

@@ -161,6 +161,11 @@ class ServeSettings(BaseSettings):
       store_path / index_dir: defaults `<bundle>/store.sqlite` and `<bundle>/index`.
       index_exact_max_size / hnsw_ef_search: `IndexConfig`.
       chunk_size: largest candidate chunk of cached-context scoring.
+      rank_batch_window_ms / rank_batch_max_requests: micro-batching of ranking across concurrent
+        requests (`serve.feed.batcher`): a request waits up to this many milliseconds for others
+        (up to `max_requests`, a power of two) and those of one candidate bucket are scored in one
+        compiled call, with bitwise the scores each gets alone. 0 (default) turns it off: measured
+        on the 2-core box it did not pay (see docs/serving.md, Performance).
       warmup: compile every program at start, so the first requests are not slow.
       faiss_threads: OpenMP threads per FAISS search, applied process-wide by the `serve` and
         `feed` commands (`apply_process_settings`); None leaves FAISS's default (all cores). One
@@ -226,6 +231,8 @@ class ServeSettings(BaseSettings):
     index_exact_max_size: NonNegInt = 50_000
     hnsw_ef_search: PositiveInt = 128
     chunk_size: PositiveInt = 1024
+    rank_batch_window_ms: float = Field(0.0, ge=0, le=100)
+    rank_batch_max_requests: int = Field(8, ge=2, le=64)
     warmup: bool = True
     faiss_threads: PositiveInt | None = 1
     index_follow: bool = True
@@ -241,6 +248,13 @@ class ServeSettings(BaseSettings):
         if not v.strip():
             raise ValueError("host must be a non-empty address, e.g. 127.0.0.1")
         return v.strip()
+
+    @field_validator("rank_batch_max_requests")
+    @classmethod
+    def _pow2(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"rank_batch_max_requests must be a power of two (2, 4, 8 ...), got {v}")
+        return v
 
     @field_validator("api_key")
     @classmethod

@@ -53,6 +53,7 @@ from phoenix_recsys.train.inference import (
     predict_ranker,
     retrieval_eval,
 )
+from phoenix_recsys.train.inputs import apply_input_mode
 from phoenix_recsys.train.mesh import MeshPlan
 from phoenix_recsys.train.metrics import auroc
 from phoenix_recsys.train.tracking import RunTracker
@@ -391,6 +392,28 @@ def sequence_targets(
     return tp, ta, ids, valid
 
 
+def training_targets(
+    part: RetrievalExamples, positive_index: np.ndarray, every: bool, input_mode: str
+) -> tuple[RetrievalExamples, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A training batch's examples under `input_mode` and its targets: post hashes, author hashes,
+    post ids and valid, per position (`every`, see `sequence_targets`) or per example.
+
+    The targets are read before the input mode is applied: pure-id blanks the history's action flags,
+    which are what marks a history item as a positive target, so reading them afterwards would leave
+    every-position training with one target per window (the newest) instead of one per position.
+    Pure-id targets carry no author hash, as its corpus does not."""
+    if every:
+        tp, ta, ids, valid = sequence_targets(part, positive_index)
+    else:
+        tp = np.asarray(part.batch.candidate_post_hashes)[:, 0]
+        ta = np.asarray(part.batch.candidate_author_hashes)[:, 0]
+        ids, valid = part.target_post_ids, np.ones(len(part), bool)
+    if input_mode != "full":
+        part = apply_input_mode(part, input_mode)
+        ta = np.zeros_like(ta)
+    return part, tp, ta, ids, valid
+
+
 def check_retrieval_setup(model_cfg: PhoenixModelConfig, cfg: TrainConfig) -> None:
     """Refuse model/training settings that cannot train together (before any example is built)."""
     if cfg.retrieval_objective == "every_position" and (
@@ -478,16 +501,12 @@ def train_retrieval(
         return loss, jnp.zeros((1,))
 
     def get_batch(idx: np.ndarray):
-        part = train.take(windows[idx])
+        part, tp, ta, ids, valid = training_targets(train.take(windows[idx]), positive_index, every, cfg.input_mode)
         if every:
-            tp, ta, ids, valid = sequence_targets(part, positive_index)
             picked = pick_targets(valid.reshape(-1), per_step, rng)
             tp, ta = tp.reshape(-1, tp.shape[-1])[picked], ta.reshape(-1, ta.shape[-1])[picked]
             ids, valid = ids.reshape(-1)[picked], valid.reshape(-1)[picked]
         else:
-            tp = np.asarray(part.batch.candidate_post_hashes)[:, 0]
-            ta = np.asarray(part.batch.candidate_author_hashes)[:, 0]
-            ids, valid = part.target_post_ids, np.ones(len(part), bool)
             picked = np.arange(len(part))
         if mesh is not None:  # this process's rows start here in the global batch (flattened positions)
             picked = picked + mesh.batch_offset(len(idx)) * ((model_cfg.history_seq_len + 1) if every else 1)

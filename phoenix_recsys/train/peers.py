@@ -398,7 +398,10 @@ class _SasrecNet(nnx.Module):
         keep = (x > 0)[..., None].astype(jnp.float32)
         h = self.item(x) * math.sqrt(self.cfg.dim) + self.pos(jnp.arange(n))[None]
         h = self.drop(h, deterministic=deterministic) * keep
-        causal = jnp.tril(jnp.ones((n, n), bool))[None, None]
+        # Future blinding plus key masking, as the published code: a padding position is never attended
+        # to. Without the key mask a short sequence's few items share each query's attention with up to
+        # n padding keys (whose key is the projection's bias), which dilutes them.
+        causal = jnp.tril(jnp.ones((n, n), bool))[None, None] & (x > 0)[:, None, None, :]
         for b in range(self.cfg.blocks):
             q = self.attn_ln[b](h)
             # Queries are layer-normed, keys/values are not, and the query is the residual (as published).

@@ -159,14 +159,15 @@ class JobStopped(Exception):
     """Raised by a `run_job` stop hook to end a job between stages (what a kill does, minus the mess)."""
 
 
-def job_fingerprint(job: QualityJob, steps: int, ds: Dataset) -> str:
+def job_fingerprint(job: QualityJob, steps: int, ds: Dataset | str | None) -> str:
     """sha256 of what decides a job's figures: its training config, steps, protocol, evaluation options,
     peers and their configs, and the dataset's content hash. A seed record or an unfinished training run
     with another fingerprint is not reused (the code version is not part of it: rerun from scratch,
     `--fresh`, after changing the code)."""
     doc = {"name": job.name, "kinds": list(job.kinds), "config": job.config, "steps": steps, "protocol": job.protocol,
            "max_eval_examples": job.max_eval_examples, "seen_rule": job.seen_rule, "peers": list(job.peers),
-           "peer_config": job.peer_config, "data": ds.manifest.get("content_sha256")}
+           "peer_config": job.peer_config,
+           "data": ds.manifest.get("content_sha256") if isinstance(ds, Dataset) else ds}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -307,6 +308,44 @@ def run_job(
     summary["summary"] = summarize_result(summary)
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def finished_stages(job: QualityJob, work_dir: str | os.PathLike[str], *, steps: int | None = None) -> dict[str, Any]:
+    """What a (possibly still running or stopped) job has recorded so far, read from its seed records
+    without training anything: per seed the stages done, the model's validation curve, best step and
+    test figures, and each finished peer's; then, per retrieval metric and scorer, the mean, sd
+    (population) and per-seed values over the seeds that have it (`n` says how many)."""
+    work = Path(work_dir)
+    manifest = work / "data" / "manifest.json"
+    if not manifest.exists():
+        raise ValueError(f"{work} holds no imported data ({manifest} missing): the job has not started there")
+    fingerprint = job_fingerprint(job, steps or job.steps, json.loads(manifest.read_text()).get("content_sha256"))
+    seeds: list[dict[str, Any]] = []
+    for seed in job.seeds:
+        rec = _read_record(work / RECORD_DIR / f"seed-{seed}.json", fingerprint, lambda _msg: None)
+        stages = (rec or {}).get("stages", {})
+        entry: dict[str, Any] = {"seed": seed, "stages": list(stages)}
+        if "train" in stages:
+            entry["models"] = stages["train"]["models"]
+            entry["train_seconds"] = stages["train"]["seconds"]
+        if "eval" in stages:
+            report = json.loads(json.dumps(stages["eval"]))
+            for name in job.peers:
+                if f"peer:{name}" in stages:
+                    report["baselines"][name] = stages[f"peer:{name}"]
+            entry["test"] = summarize(report)
+            entry["peers"] = {n: sec["fit"] for n, sec in report["baselines"].items() if "fit" in sec}
+        seeds.append(entry)
+    agg: dict[str, dict[str, Any]] = {}
+    for entry in (e for e in seeds if "test" in e):
+        for key, row in entry["test"].get("retrieval", {}).items():
+            for col, v in row.items():
+                if isinstance(v, int | float):
+                    agg.setdefault(key, {}).setdefault(col, []).append((entry["seed"], float(v)))
+    means = {key: {col: {"mean": float(np.mean([v for _, v in vals])), "sd": float(np.std([v for _, v in vals])),
+                         "per_seed": {str(s): round(v, 4) for s, v in vals}, "n": len(vals)}
+                   for col, vals in cols.items()} for key, cols in agg.items()}
+    return {"job": job.name, "fingerprint": fingerprint, "seeds": seeds, "retrieval": means}
 
 
 def seed_run(result: Any) -> dict[str, Any]:

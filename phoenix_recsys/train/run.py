@@ -239,7 +239,9 @@ def train_job(
                                                window_stride=tcfg.window_stride(model_cfg.history_seq_len)
                                                if every and split == "train" else None)
                       for split in ("train", "val"))
-            tr, va = apply_input_mode(tr, tcfg.input_mode), apply_input_mode(va, tcfg.input_mode)
+            # Training examples keep their inputs: the loop applies the input mode per batch, after reading
+            # the targets from the history's action flags (which pure-id blanks).
+            va = apply_input_mode(va, tcfg.input_mode)
             tr = tr if mesh is None else shard_examples(tr, mesh.process_index, mesh.process_count)
             corpus = apply_input_mode_corpus(post_corpus(ds, hc), tcfg.input_mode)
             model, res = train_retrieval(model_cfg, tcfg, tr, va, corpus, run_dir, resume=resume,

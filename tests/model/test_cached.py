@@ -6,6 +6,8 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phoenix_recsys.model import CachedRanker, DType, probabilities_from_logits
 from phoenix_recsys.testing.fixtures import random_batch
@@ -98,3 +100,45 @@ def test_bf16_cached_close_to_bf16_full(cfg, make_ranker, make_forward):
 def test_bad_chunk_size(cfg, make_ranker, chunk):
     with pytest.raises(ValueError, match="chunk_size"):
         CachedRanker(make_ranker(cfg), chunk_size=chunk)
+
+
+# The cached path computes candidate tokens block by block, rotates only the queries (once-evaluated
+# shared tables under right-anchored positions) and splits the softmax in two; the full forward does
+# none of that. Property: on random inputs, including the optional candidate features and every
+# head grouping, the two agree to fp32 tolerance.
+_FEATURE_CFGS = [
+    # (num_q_heads, num_kv_heads, post_age_buckets, in_network_feature, positions, history_attention)
+    # (the tiny config's 4 query / 2 kv heads are covered above; these add one group and one head per group)
+    (4, 1, True, True, "per_slot", "causal"),
+    (2, 2, True, True, "released_right_anchored", "bidirectional"),
+]
+
+
+@functools.cache
+def _feature_cfg(i: int):
+    from phoenix_recsys.model import TransformerConfig
+    from phoenix_recsys.testing.fixtures import tiny_config
+
+    h, g, age, innet, pos, mode = _FEATURE_CFGS[i]
+    return tiny_config(
+        model=TransformerConfig(emb_size=32, key_size=8, num_layers=1, num_q_heads=h, num_kv_heads=g),
+        post_age_buckets=age, in_network_feature=innet, positions=pos, history_attention=mode,
+    )
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(which=st.integers(0, len(_FEATURE_CFGS) - 1), seed=st.integers(0, 2**16), pad=st.integers(0, 3))
+def test_cached_equals_full_forward_property(make_ranker, make_forward, which, seed, pad):
+    c = _feature_cfg(which)
+    n = 11  # chunks of 8: a full one and a padded partial one
+    batch = random_batch(c, B, n, seed=seed, min_history=0, pad_candidates=pad)
+    rng = np.random.default_rng(seed)
+    now = 1_700_000_000
+    created = now - rng.integers(-600, 10 * 86400, size=(B, n))  # some in the future: bucket 0
+    created[rng.random((B, n)) < 0.2] = 0  # unknown creation time
+    batch = batch.with_candidates(
+        batch.candidate_post_hashes, batch.candidate_author_hashes, batch.candidate_product_surface,
+        np.full((B, n), now, np.int64), created.astype(np.int64), rng.integers(0, 2, (B, n)).astype(np.int32),
+    )
+    cached = _cached_ranker(make_ranker(c), 8).score(batch).logits
+    np.testing.assert_allclose(cached, make_forward(c)(batch), atol=ATOL, rtol=0)

@@ -23,6 +23,13 @@ def test_store_open_picks_postgres_and_redacts_the_password(pg_url):
     assert redact_url("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
 
 
+def test_connections_get_timeouts_and_keepalives_unless_the_url_sets_them(pg_url):
+    with Store.open(pg_url + "?connect_timeout=7") as s:
+        with s._pool.connection() as c:
+            params = c.info.get_parameters()
+        assert params["connect_timeout"] == "7" and params["keepalives_idle"] == "30"
+
+
 def test_two_servers_opening_a_blank_database_at_once_migrate_it_once(pg_url):
     stores, errors = [], []
 

@@ -97,3 +97,25 @@ def test_pure_id_training_and_window_rule_end_to_end(tmp_path):
     assert any("ease" in line for line in metrics_markdown(report))
     with pytest.raises(ValueError, match="unknown peers"):
         evaluate_bundle(bundle, ds, split="test", protocol=leave_one_out(), peers=("knn",))
+
+
+def test_pure_id_every_position_training_keeps_every_target(tmp_path):
+    """Pure-id blanks the history's action flags, which mark positives; the training targets are read
+    before that, so a pure-id window trains on as many (position, target) pairs as a full-input one,
+    from inputs with no user id, author or action flags."""
+    from phoenix_recsys.data.examples import leave_one_out
+    from phoenix_recsys.train.loop import training_targets
+    from tests.train.test_sequence_training import _cyclic_world
+
+    ds = _cyclic_world(tmp_path / "data", users=10, posts=50, length=12)
+    ex = build_retrieval_examples(ds, HASH, history_len=8, split="train", protocol=leave_one_out(),
+                                  positive_actions=("click",), history_ties="sequence", window_stride=8)
+    pos = np.asarray([0])
+    full = training_targets(ex, pos, True, "full")
+    pure = training_targets(ex, pos, True, "pure_id")
+    assert full[4].sum() > len(ex)  # more than one target per window
+    assert pure[4].sum() == full[4].sum()
+    np.testing.assert_array_equal(pure[3], full[3])
+    b = pure[0].batch
+    assert (np.asarray(b.history_actions) == 0).all() and (np.asarray(b.user_hashes) == SHARED_USER_HASH).all()
+    assert (pure[2] == 0).all()

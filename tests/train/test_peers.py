@@ -66,3 +66,19 @@ def test_unknown_peer_and_bad_config_are_refused(world):
         fit_peer("sasrec", seqs, config={"depth": 3})
     with pytest.raises(ValueError, match="SasrecConfig.dropout"):
         fit_peer("sasrec", seqs, config={"dropout": 1.5})
+
+
+def test_sasrec_never_attends_to_padding():
+    """Key masking as in SASRec's published code: with positional embeddings zeroed, the same items behind
+    2 or 9 padding positions give the same output (without the mask, the padding keys share the attention)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from phoenix_recsys.train.peers import SasrecConfig, _SasrecNet
+
+    net = _SasrecNet(20, SasrecConfig(dim=8, blocks=2, heads=1, max_len=12), nnx.Rngs(params=0, dropout=1))
+    net.pos.embedding.value = jnp.zeros_like(net.pos.embedding.value)
+    items = [3, 7, 1]
+    short = net(jnp.array([[0, 0, *items]]), deterministic=True)[0, -1]
+    long = net(jnp.array([[0] * 9 + items]), deterministic=True)[0, -1]
+    np.testing.assert_allclose(np.asarray(short), np.asarray(long), rtol=1e-5, atol=1e-5)

@@ -154,3 +154,25 @@ def test_interrupted_training_continues_from_its_checkpoint(tmp_path):
     assert [p["step"] for p in curve] == [20, 40]
     assert curve[0]["ndcg@10"] == partial["retrieval"].history[0]["val"]["ndcg@10"]
     assert s["seed_runs"][0]["models"]["retrieval"]["steps"] == 40
+
+
+def test_finished_stages_reads_a_stopped_job(tmp_path):
+    """`bench report`'s reader: after a stop in seed 1, seed 0's test figures and best step are there,
+    seed 1 lists only its finished stages, and the mean covers the seeds that have each figure."""
+    import phoenix_recsys.train.quality as q
+
+    job = _job()
+    work = tmp_path / "work"
+    with pytest.raises(q.JobStopped):
+        run_job(job, work, progress=False,
+                stop_hook=lambda seed, stage: (_ for _ in ()).throw(q.JobStopped()) if (seed, stage) == (1, "eval") else None)
+    out = q.finished_stages(job, work)
+    s0, s1 = out["seeds"]
+    assert s0["stages"] == ["train", "eval", "peer:sasrec"] and s1["stages"] == ["train", "eval"]
+    assert s0["models"]["retrieval"]["best_step"] in (20, 40)
+    hr = out["retrieval"]["hr@10"]
+    assert hr["model"]["n"] == 2 and hr["sasrec"]["n"] == 1
+    assert hr["model"]["mean"] == pytest.approx(np.mean([s0["test"]["retrieval"]["hr@10"]["model"],
+                                                         s1["test"]["retrieval"]["hr@10"]["model"]]))
+    with pytest.raises(ValueError, match="not started"):
+        q.finished_stages(job, tmp_path / "nowhere")

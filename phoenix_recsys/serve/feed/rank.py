@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from phoenix_recsys.data.batch import RecsysBatch
@@ -20,8 +22,12 @@ def rank_candidates(
     in_network: np.ndarray,
     now: int,
     product_surface: int | np.ndarray,
+    predict: Callable[[RecsysBatch], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Model predictions `[N, A]` for every candidate: one context encoding, then cached scoring."""
+    """Model predictions `[N, A]` for every candidate: one context encoding, then cached scoring.
+
+    `predict`: what scores the batch (default `runtime.predict`; the service passes its `RankBatcher`'s).
+    """
     if len(candidates) == 0:
         return np.zeros((0, len(runtime.vocab)), np.float32)
     batch = hist.with_candidates(
@@ -34,4 +40,4 @@ def rank_candidates(
         created_at=candidates.created_at,
         in_network=in_network,
     )
-    return runtime.predict(batch)
+    return (runtime.predict if predict is None else predict)(batch)

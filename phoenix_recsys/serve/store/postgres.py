@@ -50,6 +50,19 @@ _GONE_SQLSTATES = ("57P01", "57P02", "57P03")
 #: While the database is known to be down, a checkout waits this long at most (then 503), so
 #: requests fail fast instead of each holding a thread for the full pool timeout.
 _DOWN_CHECKOUT_S = 0.25
+# libpq settings for every connection unless the URL sets them: give up a connect after 5 s, and
+# detect a peer that vanished without closing (host down, network partition) within ~1 min
+# instead of the kernel's ~2 h keepalive default.
+_CONNECT_DEFAULTS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                     "keepalives_count": 3}  # fmt: skip
+
+
+def _connect_kwargs(url: str) -> dict[str, Any]:
+    """`_CONNECT_DEFAULTS` minus what `url` already sets (the URL wins)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(url)
+    return {k: val for k, val in _CONNECT_DEFAULTS.items() if k not in given}
 _P_COLS = ", ".join("p." + c for c in POST_COLS)
 _Q_COLS = ", ".join("q." + c for c in POST_COLS)
 
@@ -95,11 +108,12 @@ class PostgresStore(SQLStore):
         self._pool_timeout_s = float(pool_timeout_s)
         # Set when a connection was lost, cleared by the next statement that succeeds.
         self._down = False
+        self._connect_kwargs = _connect_kwargs(url)
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **self._connect_kwargs},
             open=False,
             name="phoenix-store",
             timeout=self._pool_timeout_s,
@@ -356,7 +370,7 @@ class PostgresStore(SQLStore):
         try:
             deadline = time.monotonic() + timeout
             if self._listener is None or self._listener.closed:
-                self._listener = self._psycopg.connect(self._url, autocommit=True)
+                self._listener = self._psycopg.connect(self._url, autocommit=True, **self._connect_kwargs)
                 self._listener.execute(f"LISTEN {POSTS_CHANNEL}")
             while True:
                 # Re-read after LISTEN is active, so a commit between the first read and LISTEN is seen.
