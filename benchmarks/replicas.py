@@ -26,10 +26,11 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common import markdown_table, write_result
-from benchmarks.scale import CLASSES, _drive, _free_port, _rss_mib, start_server
+from benchmarks.scale import CLASSES, _drive, _rss_mib, start_server
 from phoenix_recsys.actions import PHOENIX_ACTIONS
 from phoenix_recsys.data.scale import ScaleConfig, generate_scale_world, user_event_counts
 from phoenix_recsys.model import PhoenixModel, PhoenixRetrievalModel
+from phoenix_recsys.testing.net import free_port
 from phoenix_recsys.testing.postgres import PostgresServer
 from phoenix_recsys.train.bundle import save_model
 from phoenix_recsys.train.run import default_model_config
@@ -69,7 +70,7 @@ def run() -> dict[str, Any]:
             procs, ports, ready = [], [], []
             try:
                 for i in range(servers):  # one after the other: the first seeds the store and snapshots the index
-                    port = _free_port()
+                    port = free_port()
                     cmd = [sys.executable, "-m", "phoenix_recsys.cli.main", "serve", str(root / "bundle"),
                            "--data", str(root / "world"), "--store", store, "--port", str(port), "--read-only",
                            "--public-reads", "--log-level", "warning"]

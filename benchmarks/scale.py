@@ -20,7 +20,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from benchmarks.common import RESULTS_DIR, markdown_table, write_result
 from phoenix_recsys.actions import PHOENIX_ACTIONS
 from phoenix_recsys.data.scale import ScaleConfig, generate_scale_world, user_event_counts
 from phoenix_recsys.model import PhoenixModel, PhoenixRetrievalModel
+from phoenix_recsys.testing.net import free_port
 from phoenix_recsys.train.bundle import save_model
 from phoenix_recsys.train.run import default_model_config
 
@@ -48,12 +48,6 @@ def _size() -> ScaleConfig:
     u, p, e = (int(x) for x in os.environ.get("PHOENIX_SCALE_SIZE", "100000x1000000x10000000").split("x"))
     hn, he = (int(x) for x in os.environ.get("PHOENIX_SCALE_HEAVY", "20x100000").split("x"))
     return ScaleConfig(users=u, posts=p, events=e, heavy_users=hn, heavy_events=he, seed=0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mib(pid: int) -> float:
@@ -166,7 +160,7 @@ def run() -> dict:
         mcfg = default_model_config(PHOENIX_ACTIONS)
         save_model(root / "bundle", "ranker", PhoenixModel(mcfg, rngs=nnx.Rngs(0)))
         save_model(root / "bundle", "retrieval", PhoenixRetrievalModel(mcfg, rngs=nnx.Rngs(1)))
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
         # Seed the store in a process of its own first, so the server's start is timed alone: the
         # corpus index from nothing (every post embedded and indexed) plus warm-up.

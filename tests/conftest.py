@@ -12,9 +12,8 @@ from phoenix_recsys.testing.postgres import PostgresServer, PostgresUnavailable
 _db_counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL cluster for the whole session; skips (with the reason) when unavailable."""
+def _started_pg_server() -> Iterator[PostgresServer]:
+    """A new PostgreSQL cluster, stopped afterwards; skips (with the reason) when unavailable."""
     try:
         server = PostgresServer.start()
     except PostgresUnavailable as e:
@@ -23,6 +22,18 @@ def pg_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the whole session; skips (with the reason) when unavailable."""
+    yield from _started_pg_server()
+
+
+@pytest.fixture
+def own_pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test's own, for tests that stop and start it; skips when unavailable."""
+    yield from _started_pg_server()
 
 
 @pytest.fixture

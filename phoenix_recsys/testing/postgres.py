@@ -19,11 +19,12 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from phoenix_recsys.testing.net import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -56,12 +57,6 @@ def _version_key(path: str) -> int:
         return -1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresServer:
     """A running throwaway cluster; `stop()` (or leaving the `with`) kills it and removes its dir."""
 
@@ -90,7 +85,7 @@ class PostgresServer:
         root = Path(tempfile.mkdtemp(prefix="phoenix-pg-"))
         if as_user:
             shutil.chown(root, user=as_user)
-        server = cls(bin_dir, root, _free_port(), as_user)
+        server = cls(bin_dir, root, free_port(), as_user)
         try:
             server._run(
                 [

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from fastapi.testclient import TestClient
 from phoenix_recsys.serve.api import create_app
 from phoenix_recsys.serve.api.access import KeyRing, RateLimiter
 from phoenix_recsys.serve.settings import ApiKey, Scope, ServeSettings, SettingsError, hash_key, load_settings
+from phoenix_recsys.testing.net import free_port
 
 READ_KEY, OLD_KEY, NEW_KEY, ADMIN_KEY = ("reader-" + "r" * 20, "writer-old-" + "o" * 20, "writer-new-" + "n" * 20,
                                          "admin-" + "a" * 20)  # fmt: skip
@@ -43,12 +43,6 @@ def _keys_file(path: Path, writer_key: str, **extra: object) -> None:
     }))  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def keyed_server(bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
     """A `serve` process whose only keys come from a config file (no PHOENIX_* in its environment)."""
@@ -56,7 +50,7 @@ def keyed_server(bundle_dir, world, tmp_path_factory, jax_cache_dir, runtime):
     cfg = work / "settings.json"
     # A slow refill and a burst no other step here exhausts: only the hammering step below hits it.
     _keys_file(cfg, OLD_KEY, rate_limit_per_s=0.2, rate_limit_burst=25, index_dir=str(work / "index"))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOENIX_")}
     env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(jax_cache_dir),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")  # fmt: skip

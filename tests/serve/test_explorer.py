@@ -7,7 +7,6 @@ session's compiled model); the browser is Debian's chromium driven by Playwright
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from phoenix_recsys.serve.api import create_app
+from phoenix_recsys.testing.net import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 K = 5
@@ -25,12 +25,6 @@ TIMEOUT_MS = 60_000
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -43,7 +37,7 @@ def make_server(service_factory) -> Iterator[object]:
 
     def make(**overrides: object) -> tuple[str, object]:
         service = service_factory(disabled_filters=("own_post",), **overrides)
-        port = _free_port()
+        port = free_port()
         srv = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=srv.run, daemon=True)
         thread.start()

@@ -8,30 +8,16 @@ see the outage; skipped with the reason when PostgreSQL is not installed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from phoenix_recsys.serve.api import create_app
 from phoenix_recsys.serve.store import StoreUnavailableError
-from phoenix_recsys.testing.postgres import PostgresServer, PostgresUnavailable
 
 from .conftest import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-@pytest.fixture
-def own_pg() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer.start()
-    except PostgresUnavailable as e:
-        pytest.skip(f"PostgreSQL unavailable: {e}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _feed(client: TestClient, user: int):
@@ -40,15 +26,15 @@ def _feed(client: TestClient, user: int):
     return r, time.monotonic() - t0
 
 
-def test_database_restart_gives_503_then_serves_again_without_a_service_restart(own_pg, service_factory):
-    svc = service_factory(store_path=own_pg.create_database("restart"))
+def test_database_restart_gives_503_then_serves_again_without_a_service_restart(own_pg_server, service_factory):
+    svc = service_factory(store_path=own_pg_server.create_database("restart"))
     user = next(u for u in range(40) if len(svc.user_model_history(u)) >= 3 and svc.store.followed_authors(u).size)
     post = int(svc.store.fresh_posts(1).post_ids[0])
     with TestClient(create_app(svc)) as client:
         r, _ = _feed(client, user)
         assert r.status_code == 200 and r.json()["items"]
 
-        own_pg.halt()  # fast shutdown: every pooled session is cut, new connections are refused
+        own_pg_server.halt()  # fast shutdown: every pooled session is cut, new connections are refused
         for _ in range(3):
             r, took = _feed(client, user)
             assert r.status_code == 503, r.text
@@ -64,7 +50,7 @@ def test_database_restart_gives_503_then_serves_again_without_a_service_restart(
         with pytest.raises(StoreUnavailableError, match="unavailable"):
             svc.store.followed_authors(user)
 
-        own_pg.resume()
+        own_pg_server.resume()
         deadline = time.monotonic() + 15.0
         while True:
             r, _ = _feed(client, user)

@@ -34,6 +34,14 @@ _EDGE_TABLES = ("follows", "blocks", "mutes")
 SERVABLE = "deleted_at IS NULL AND taken_down_at IS NULL"
 
 
+def _page_limit(limit: Any) -> int:
+    """A listing's page size: an int >= 1."""
+    limit = v.scalar_int("limit", limit)
+    if limit < 1:
+        raise ValueError(f"limit: must be >= 1, got {limit}")
+    return limit
+
+
 class SQLStore(Store):
     """The queries of `Store` in shared SQL; backends subclass it (see the module docstring)."""
 
@@ -567,21 +575,20 @@ class SQLStore(Store):
     def list_users(self, limit: int, *, after: int | None = None) -> np.ndarray:
         """`[K]` int64 ids of users with stored engagements, ascending, greater than `after`, K <= limit.
 
-        One index seek per user on engagements(user_id, ...), so a page costs `limit` seeks however
-        many events the users have (a DISTINCT would walk every row of a heavy user).
+        A skip scan in one statement: each step of the recursive query is one index seek on
+        engagements(user_id, ...) for the next id, so a page costs `limit` seeks however many events
+        the users have (a DISTINCT would walk every row of a heavy user) and one round trip.
         """
-        limit = v.scalar_int("limit", limit)
-        if limit < 1:
-            raise ValueError(f"limit: must be >= 1, got {limit}")
-        cur = -(2**62) if after is None else v.scalar_int("after", after)
-        out: list[int] = []
-        while len(out) < limit:
-            (nxt,) = self._fetchone("SELECT MIN(user_id) FROM engagements WHERE user_id > ?", (cur,))
-            if nxt is None:
-                break
-            out.append(int(nxt))
-            cur = int(nxt)
-        return np.array(out, dtype=np.int64)
+        limit = _page_limit(limit)
+        start = -(2**62) if after is None else v.scalar_int("after", after)
+        return self._scalar_ints(
+            "WITH RECURSIVE u (id, n) AS ("
+            "SELECT (SELECT MIN(user_id) FROM engagements WHERE user_id > ?), 1 "
+            "UNION ALL SELECT (SELECT MIN(user_id) FROM engagements WHERE user_id > u.id), u.n + 1 "
+            "FROM u WHERE u.id IS NOT NULL AND u.n < ?"
+            ") SELECT id FROM u WHERE id IS NOT NULL ORDER BY id",
+            (start, limit),
+        )
 
     #: How many of the newest engagement rows `recent_users` reads per user asked for: a bound on its
     #: work (it reads the time index backwards) that still finds enough distinct users in practice.
@@ -594,9 +601,7 @@ class SQLStore(Store):
         store), so a user whose last event is older than that window is not listed; `list_users` pages
         through every user.
         """
-        limit = v.scalar_int("limit", limit)
-        if limit < 1:
-            raise ValueError(f"limit: must be >= 1, got {limit}")
+        limit = _page_limit(limit)
         rows = self._fetchall(
             "SELECT user_id, MAX(timestamp) AS last_t FROM ("
             "SELECT user_id, timestamp FROM engagements ORDER BY timestamp DESC LIMIT ?"
