@@ -276,15 +276,19 @@ class IndexFollower:
 
     # -- maintenance ----------------------------------------------------------------------------
     def needs_rebuild(self) -> bool:
-        """Too many tombstones, or a flat index grown past its exact-search limit."""
+        """Too many tombstones, a flat index grown past its exact-search limit, or an IVF index
+        grown past `ivf_retrain_growth` x the corpus its lists were trained on."""
         idx = self._index
         live, dead = len(idx), idx.num_tombstones
         if dead >= self.config.compact_min and dead > self.config.compact_fraction * (live + dead):
             return True
+        if idx.needs_retrain():
+            return True
         return idx.kind is IndexKind.FLAT and idx.config.kind_for(live) is not IndexKind.FLAT
 
     def rebuild(self) -> CorpusIndex:
-        """Compact (and re-pick flat vs HNSW) without stopping searches or applies; returns the new index."""
+        """Compact (re-picking flat vs ANN, retraining IVF lists on the live posts) without stopping
+        searches or applies; returns the new index."""
         with self._apply_lock:
             old = self._index
             self._journal = []
