@@ -61,6 +61,7 @@ def post_feed(body: FeedRequest, service: ServiceDep, metrics: MetricsDep, _: Re
     """
     result = service.feed(body.user_id, body.k, session_id=body.session_id)
     metrics.observe_stages(result.timings_ms)
+    metrics.observe_degraded(result.degraded)
     return result.to_json()
 
 
