@@ -57,7 +57,7 @@ from phoenix_recsys.serve.index.snapshot import load_newest
 from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings, candidate_buckets, padded_size
 from phoenix_recsys.serve.seed import seed_store
 from phoenix_recsys.serve.settings import Clock, ServeSettings
-from phoenix_recsys.serve.store import History, Store, StoreUnavailableError
+from phoenix_recsys.serve.store import History, PostState, Store, StoreUnavailableError
 from phoenix_recsys.serve.types import (
     EventsResult,
     FeedItem,
@@ -67,6 +67,7 @@ from phoenix_recsys.serve.types import (
     InvalidRequest,
     NewEvent,
     NewPost,
+    PostStatus,
     RankCandidate,
     RankedCandidate,
     RankResult,
@@ -189,6 +190,9 @@ class FeedService:
             ),
             self.now,
         )  # fmt: skip
+        if follower is not None:
+            # Every server's follower applies every delete/takedown, whoever wrote it.
+            follower.on_removed = self.cold_start.discard
 
     @property
     def index(self) -> CorpusIndex | None:
@@ -755,6 +759,15 @@ class FeedService:
             self._check_time(("posts", i, "created_at"), p.created_at)
         now = self.now()
         ids = np.array([p.post_id for p in posts], dtype=np.int64)
+        states = self.store.post_states(ids)
+        for i, st in enumerate(states.tolist()):
+            if st is not None and st != PostState.LIVE:
+                # A deleted id is never reused, and an upsert must not lift a takedown (the store
+                # keeps both flags on upsert anyway, so a racing delete still wins).
+                raise InvalidRequest(
+                    ("posts", i, "post_id"), f"post {int(ids[i])} is {st.replace('_', ' ')}; it cannot be written again",
+                    kind="post_removed",
+                )
         authors = np.array([p.author_id for p in posts], dtype=np.int64)
         created = np.array([now if p.created_at is None else p.created_at for p in posts], dtype=np.int64)
         emb = self.runtime.post_embeddings(ids, authors) if self.index is not None else None
@@ -776,6 +789,39 @@ class FeedService:
         self._observe_time(int(created.max()))
         self.cold_start.refresh_fresh()  # a new post is a fresh cold-start candidate at once
         return n
+
+    def delete_post(self, post_id: int) -> PostStatus | None:
+        """Delete a post (final) from the store's servable set, this server's index and cold-start lists.
+
+        Every server's next feed and retrieve drop it at once (hydration reads the store), and every
+        follower removes it from its index. Reposts of it are no longer served. Its row stays, text
+        erased; engagement history is kept. None when the store has no such post; deleting again
+        answers `changed=False`.
+        """
+        return self._remove(post_id, lambda ids: self.store.delete_posts(ids))
+
+    def set_takedown(self, post_id: int, active: bool) -> PostStatus | None:
+        """Take a post down (moderation) or lift the takedown; like `delete_post`, but reversible.
+
+        Lifting it re-adds the post to every index (an UPSERT entry). A deleted post stays deleted.
+        None when the store has no such post.
+        """
+        return self._remove(post_id, lambda ids: self.store.set_takedown(ids, active), restore=not active)
+
+    def _remove(self, post_id: int, change: Any, *, restore: bool = False) -> PostStatus | None:
+        ids = np.array([post_id], dtype=np.int64)
+        if self.store.post_states(ids)[0] is None:
+            return None
+        with self._post_lock:
+            changed = bool(change(ids)[0])
+            if self.follower is not None:
+                self.follower.sync()  # this server's index now, the others' within a poll
+        if restore:
+            self.cold_start.refresh_fresh()
+            self.cold_start.invalidate()
+        else:
+            self.cold_start.discard(ids)
+        return PostStatus(post_id=int(post_id), state=str(self.store.post_states(ids)[0]), changed=changed)
 
     def set_relation(self, user_id: int, relation: Relation | str, author_id: int, active: bool) -> bool:
         """Follow/block/mute (active=True) or undo it; returns whether anything changed.

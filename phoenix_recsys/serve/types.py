@@ -222,6 +222,16 @@ class RetrieveResult:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PostStatus:
+    """A post's state after a delete or takedown request: `state` is a `store.PostState` value
+    ("live", "deleted", "taken_down"); `changed` says whether this request changed it."""
+
+    post_id: int
+    state: str
+    changed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class EventsResult:
     """Rows written by `FeedService.add_events`."""
 

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 
+from phoenix_recsys.serve.logs import log_access
+
 #: Request bodies larger than this are refused with 413: from Content-Length before reading, or
 #: while streaming (chunked bodies included), without reading the rest.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -122,6 +124,7 @@ class _ObserveMiddleware:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body_bytes):
                 await self._too_large(scope, receive, send, request_id)
                 self.metrics.observe_request(scope["method"], "unmatched", 413, time.perf_counter() - start)
+                _access_log(scope, request_id, 413, time.perf_counter() - start)
                 return
 
         received = 0
@@ -155,7 +158,19 @@ class _ObserveMiddleware:
             self.metrics.observe_exception(_route_of(scope))
             raise
         finally:
-            self.metrics.observe_request(scope["method"], _route_of(scope), status_code, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.observe_request(scope["method"], _route_of(scope), status_code, seconds)
+            _access_log(scope, request_id, status_code, seconds)
+
+
+def _access_log(scope: Scope, request_id: str, status_code: int, seconds: float) -> None:
+    client = scope.get("client")
+    log_access({
+        "request_id": request_id, "method": scope["method"], "path": scope.get("path", ""), "status": status_code,
+        "duration_ms": round(seconds * 1e3, 3),
+        # The key's name as the access check recorded it (never the key or its digest).
+        "key": scope.get("state", {}).get("principal"), "client": client[0] if client else None,
+    })  # fmt: skip
 
 
 def _route_of(scope: Scope) -> str:

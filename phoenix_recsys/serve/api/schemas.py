@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -221,6 +221,12 @@ class EventsResponse(BaseModel):
 class PostsResponse(BaseModel):
     accepted: int
     indexed: bool
+
+
+class PostStatusResponse(BaseModel):
+    post_id: int
+    state: Literal["live", "deleted", "taken_down"]
+    changed: bool = Field(description="Whether this request changed the post's state (False on a repeat).")
 
 
 class RelationResponse(BaseModel):

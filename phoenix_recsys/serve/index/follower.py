@@ -130,6 +130,9 @@ class IndexFollower:
         self.changes_applied = 0
         self.rebuilds = 0
         self.last_error: str | None = None
+        #: Called with the post ids each apply removed (deleted, taken down), whoever wrote the
+        #: change; the service drops them from its cold-start lists. Must be quick and not raise.
+        self.on_removed: Callable[[np.ndarray], None] | None = None
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -187,6 +190,8 @@ class IndexFollower:
             self._index.remove(gone)
             if self._journal is not None:
                 self._journal.append(("remove", gone, None))
+            if self.on_removed is not None:
+                self.on_removed(gone)
 
     def _embeddings(
         self, ids: np.ndarray, authors: np.ndarray, known: tuple[np.ndarray, np.ndarray, np.ndarray] | None
