@@ -35,6 +35,9 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = work / f"{name}.log"
         self.extra_args: list[str] = []
+        # A launcher the command is handed to (it must exec its arguments), e.g. one that sets a
+        # resource limit first; an exec'd launcher, not preexec_fn, since forking JAX may deadlock.
+        self.launcher: list[str] = []
         self.env = {
             **os.environ,
             "PHOENIX_API_KEY": KEY,
@@ -56,7 +59,7 @@ class Server:
             "--log-level", "warning", *self.extra_args,
         ]  # fmt: skip
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen([*self.launcher, *cmd], stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
