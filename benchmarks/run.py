@@ -21,10 +21,11 @@ BENCHMARKS = {
     "train_mesh": ("benchmarks.train_mesh", "Training throughput on a device mesh"),
     "scale": ("benchmarks.scale", "Scale: the feed over HTTP on a large skewed world"),
     "replicas": ("benchmarks.replicas", "Replicas: one and two servers on PostgreSQL beside one on SQLite"),
+    "ann": ("benchmarks.ann", "ANN at 1M posts: recall@100 vs queries/s vs build time"),
 }
 QUICK = ("ranking", "feed")
 MAKE_TARGETS = {"quality": "make bench-quality", "scale": "phoenix-recsys bench run scale",
-                "replicas": "phoenix-recsys bench run replicas"}
+                "replicas": "phoenix-recsys bench run replicas", "ann": "phoenix-recsys bench run ann"}
 DOC = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 

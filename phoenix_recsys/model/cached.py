@@ -27,6 +27,11 @@ from phoenix_recsys.model.validation import validate_batch
 MIN_CHUNK = 8
 
 
+def _chunk_for(n: int) -> int:
+    """The compiled block size for `n` candidates: the next power of two, at least `MIN_CHUNK`."""
+    return max(MIN_CHUNK, 1 << max(0, n - 1).bit_length())
+
+
 def _pad_axis1(x: np.ndarray | None, size: int) -> np.ndarray | None:
     if x is None:
         return None
@@ -97,17 +102,21 @@ class CachedRanker:
           logits `[B, N, A]` float32 (and continuous predictions when configured).
         """
         n = batch.num_candidates
-        k = min(self.chunk_size, max(MIN_CHUNK, 1 << max(0, n - 1).bit_length()))
+        k = min(self.chunk_size, _chunk_for(n))
         logits, conts = [], []
         for start in range(0, n, k):
             stop = min(start + k, n)
+            # A partial last chunk is padded only to the next power of two (one of the sizes already
+            # compiled for smaller requests), not to a whole chunk: 1,100 candidates cost 1,024 + 128
+            # rows, not 2,048.
+            kk = min(k, _chunk_for(stop - start))
             chunk = batch.with_candidates(
-                _pad_axis1(np.asarray(batch.candidate_post_hashes)[:, start:stop], k),
-                _pad_axis1(np.asarray(batch.candidate_author_hashes)[:, start:stop], k),
-                _pad_axis1(np.asarray(batch.candidate_product_surface)[:, start:stop], k),
-                _slice_opt(batch.candidate_impr_ts, start, stop, k),
-                _slice_opt(batch.candidate_post_creation_ts, start, stop, k),
-                _slice_opt(batch.candidate_in_network, start, stop, k),
+                _pad_axis1(np.asarray(batch.candidate_post_hashes)[:, start:stop], kk),
+                _pad_axis1(np.asarray(batch.candidate_author_hashes)[:, start:stop], kk),
+                _pad_axis1(np.asarray(batch.candidate_product_surface)[:, start:stop], kk),
+                _slice_opt(batch.candidate_impr_ts, start, stop, kk),
+                _slice_opt(batch.candidate_post_creation_ts, start, stop, kk),
+                _slice_opt(batch.candidate_in_network, start, stop, kk),
             )
             out = self._score(self._state, cache, _candidates_only(chunk), jnp.int32(start))
             # Slice on the host: a device-side slice compiles one program per distinct length.
@@ -133,7 +142,7 @@ class CachedRanker:
         if not batches:
             return []
         n = batches[0].num_candidates
-        k = min(self.chunk_size, max(MIN_CHUNK, 1 << max(0, n - 1).bit_length()))
+        k = min(self.chunk_size, _chunk_for(n))
         if k != n or any(b.batch_size != 1 or b.num_candidates != n for b in batches):
             raise ValueError(f"score_each needs B = 1 requests of one chunk size; got N = "
                              f"{[b.num_candidates for b in batches]} (chunk size for {n}: {k})")

@@ -25,7 +25,9 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,7 @@ from phoenix_recsys.serve.index.snapshot import load_newest
 from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings, candidate_buckets, padded_size
 from phoenix_recsys.serve.seed import seed_store
 from phoenix_recsys.serve.settings import Clock, ServeSettings
-from phoenix_recsys.serve.store import History, Store, StoreUnavailableError
+from phoenix_recsys.serve.store import History, PostState, Store, StoreUnavailableError
 from phoenix_recsys.serve.types import (
     EventsResult,
     FeedItem,
@@ -67,8 +69,10 @@ from phoenix_recsys.serve.types import (
     InvalidRequest,
     NewEvent,
     NewPost,
+    PostStatus,
     RankCandidate,
     RankedCandidate,
+    RankingUnavailable,
     RankResult,
     Relation,
     RetrievedPost,
@@ -83,7 +87,7 @@ _log = logging.getLogger(__name__)
 #: are refused, since one far-future timestamp would move the data clock for good.
 MAX_FUTURE_S = 86_400
 
-__all__ = ["EventsResult", "FeedItem", "FeedResult", "FeedService", "HistoryEvent", "IndexInfo", "InvalidRequest", "MAX_FUTURE_S", "ModelRuntime", "NewEvent", "NewPost", "RankCandidate", "RankResult", "RankedCandidate", "Relation", "RetrieveResult", "RetrievedPost", "Unsupported", "apply_process_settings", "candidate_buckets", "cold_start_sources", "explain_items", "feed_scoring_config", "hydrate", "in_network_source", "index_fingerprint", "out_of_network_source", "padded_size", "rank_candidates", "score_feed", "seed_store"]
+__all__ = ["EventsResult", "FeedItem", "FeedResult", "FeedService", "HistoryEvent", "IndexInfo", "InvalidRequest", "MAX_FUTURE_S", "ModelRuntime", "NewEvent", "NewPost", "RankCandidate", "RankResult", "RankingUnavailable", "RankedCandidate", "Relation", "RetrieveResult", "RetrievedPost", "Unsupported", "apply_process_settings", "candidate_buckets", "cold_start_sources", "explain_items", "feed_scoring_config", "hydrate", "in_network_source", "index_fingerprint", "out_of_network_source", "padded_size", "rank_candidates", "score_feed", "seed_store"]
 
 
 class _Timer:
@@ -180,6 +184,10 @@ class FeedService:
                 runtime, window_s=settings.rank_batch_window_ms / 1e3, max_requests=settings.rank_batch_max_requests
             )
         self.predict = runtime.predict if self.batcher is None else self.batcher.predict
+        # Candidate sources run here so each can be given up on at its budget. A source past its
+        # budget keeps its thread until it returns (Python cannot stop a thread), so the pool is
+        # wide: a hung store fills it, and then every source times out instead of every request.
+        self._sources_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="feed-source")
         self.cold_start = ColdStartCache(
             store,
             ColdStartConfig(
@@ -189,6 +197,9 @@ class FeedService:
             ),
             self.now,
         )  # fmt: skip
+        if follower is not None:
+            # Every server's follower applies every delete/takedown, whoever wrote it.
+            follower.on_removed = self.cold_start.discard
 
     @property
     def index(self) -> CorpusIndex | None:
@@ -313,6 +324,7 @@ class FeedService:
                 self.batcher.close()
             if self.follower is not None:
                 self.follower.stop(snapshot=True)
+            self._sources_pool.shutdown(wait=False, cancel_futures=True)
         finally:
             self.store.close()
 
@@ -458,13 +470,34 @@ class FeedService:
 
         cold = len(history) == 0
         authors = cap_followed(followed, history.author_ids, s.in_network_max_authors)
-        parts = [in_network_source(self.store, authors, limit=s.in_network_limit, per_author_cap=s.in_network_per_author)]
-        if cold or self.index is None:
-            parts.append(self.cold_start.candidates())
+        index = self.index
+        jobs: dict[str, tuple[Callable[[], Candidates], float | None]] = {
+            "in_network": (
+                lambda: in_network_source(
+                    self.store, authors, limit=s.in_network_limit, per_author_cap=s.in_network_per_author
+                ),
+                s.source_budget_in_network_ms,
+            )
+        }
+        early: list[dict[str, str]] = []
+        if cold or index is None:
+            jobs["cold_start"] = (self.cold_start.candidates, None)  # an in-memory snapshot: no budget
         else:
-            emb = self.runtime.user_embedding(self.runtime.context(user_id, history, for_retrieval=True))
-            parts.append(out_of_network_source(self.index, emb, limit=s.out_of_network_limit, exclude=seen))
-        candidates = Candidates.concat(parts)
+            # The embedding runs here, outside the budget: a cold jit compile (warm-up off) takes
+            # seconds and must not cost the first feed its out-of-network posts.
+            try:
+                emb = self.runtime.user_embedding(self.runtime.context(user_id, history, for_retrieval=True))
+            except Exception as exc:  # without an embedding there is no ANN query: skip that source only
+                _log.warning("user embedding failed; serving without out-of-network posts", exc_info=True)
+                early.append({"stage": "out_of_network", "reason": "error", "detail": type(exc).__name__})
+            else:
+                jobs["out_of_network"] = (
+                    lambda: out_of_network_source(index, emb, limit=s.out_of_network_limit, exclude=seen),
+                    s.source_budget_out_of_network_ms,
+                )
+        parts, degraded = self._run_sources(jobs)
+        degraded = early + degraded
+        candidates = Candidates.concat(parts) if parts else Candidates.empty()
         src_names, src_counts = np.unique(candidates.source.astype(str), return_counts=True)
         sources = {str(n): int(c) for n, c in zip(src_names, src_counts, strict=True)}
         timer.lap("sources")
@@ -480,9 +513,16 @@ class FeedService:
 
         in_net = kept.in_network(followed)
         context = self.runtime.context(user_id, history)
-        probs = rank_candidates(
-            self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface, predict=self.predict
-        )
+        try:
+            probs = rank_candidates(
+                self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface,
+                predict=self.predict,
+            )  # fmt: skip
+        except (InvalidRequest, StoreUnavailableError):
+            raise
+        except Exception as exc:  # no feed without the ranker: a 503 naming it, not a 500 trace
+            _log.error("ranking failed for a feed request", exc_info=True)
+            raise RankingUnavailable(f"the ranking model failed on this request ({type(exc).__name__})") from exc
         timer.lap("rank")
 
         breakdown = score_feed(probs, kept, in_net, self.vocab, self.scoring)
@@ -502,7 +542,44 @@ class FeedService:
             ranked=len(kept),
             items=items,
             timings_ms=timer.total(),
+            degraded=tuple(degraded),
         )
+
+    def _run_sources(
+        self, jobs: Mapping[str, tuple[Callable[[], Candidates], float | None]]
+    ) -> tuple[list[Candidates], list[dict[str, str]]]:
+        """Run the candidate sources concurrently; skip any that raises or is not done at its budget.
+
+        Each budget counts from dispatch, so the sources' budgets overlap rather than add up. A
+        budget of None runs the source inline (no thread hop) and only catches its errors.
+
+        Returns:
+          The candidates of the sources that finished, in `jobs` order, and one
+          `{stage, reason, detail}` per skipped source.
+        """
+        t0 = time.monotonic()
+        futures: dict[str, Future[Candidates]] = {
+            name: self._sources_pool.submit(fn) for name, (fn, budget) in jobs.items() if budget is not None
+        }
+        parts: list[Candidates] = []
+        degraded: list[dict[str, str]] = []
+        for name, (fn, budget_ms) in jobs.items():
+            try:
+                if budget_ms is None:
+                    parts.append(fn())
+                else:
+                    left = budget_ms / 1e3 - (time.monotonic() - t0)
+                    parts.append(futures[name].result(timeout=max(left, 0.0)))
+            except FutureTimeout:
+                futures[name].cancel()  # drops it if it never started; a running one finishes unseen
+                degraded.append({"stage": name, "reason": "timeout", "detail": f"budget {budget_ms:g} ms"})
+            except Exception as exc:  # a failing source costs its candidates, not the feed
+                degraded.append({"stage": name, "reason": "error", "detail": type(exc).__name__})
+                _log.warning("feed source %s failed; serving without it", name, exc_info=True)
+        for d in degraded:
+            if d["reason"] == "timeout":
+                _log.warning("feed source %s skipped: %s", d["stage"], d["detail"])
+        return parts, degraded
 
     def rank(
         self,
@@ -755,6 +832,15 @@ class FeedService:
             self._check_time(("posts", i, "created_at"), p.created_at)
         now = self.now()
         ids = np.array([p.post_id for p in posts], dtype=np.int64)
+        states = self.store.post_states(ids)
+        for i, st in enumerate(states.tolist()):
+            if st is not None and st != PostState.LIVE:
+                # A deleted id is never reused, and an upsert must not lift a takedown (the store
+                # keeps both flags on upsert anyway, so a racing delete still wins).
+                raise InvalidRequest(
+                    ("posts", i, "post_id"), f"post {int(ids[i])} is {st.replace('_', ' ')}; it cannot be written again",
+                    kind="post_removed",
+                )
         authors = np.array([p.author_id for p in posts], dtype=np.int64)
         created = np.array([now if p.created_at is None else p.created_at for p in posts], dtype=np.int64)
         emb = self.runtime.post_embeddings(ids, authors) if self.index is not None else None
@@ -776,6 +862,39 @@ class FeedService:
         self._observe_time(int(created.max()))
         self.cold_start.refresh_fresh()  # a new post is a fresh cold-start candidate at once
         return n
+
+    def delete_post(self, post_id: int) -> PostStatus | None:
+        """Delete a post (final) from the store's servable set, this server's index and cold-start lists.
+
+        Every server's next feed and retrieve drop it at once (hydration reads the store), and every
+        follower removes it from its index. Reposts of it are no longer served. Its row stays, text
+        erased; engagement history is kept. None when the store has no such post; deleting again
+        answers `changed=False`.
+        """
+        return self._remove(post_id, lambda ids: self.store.delete_posts(ids))
+
+    def set_takedown(self, post_id: int, active: bool) -> PostStatus | None:
+        """Take a post down (moderation) or lift the takedown; like `delete_post`, but reversible.
+
+        Lifting it re-adds the post to every index (an UPSERT entry). A deleted post stays deleted.
+        None when the store has no such post.
+        """
+        return self._remove(post_id, lambda ids: self.store.set_takedown(ids, active), restore=not active)
+
+    def _remove(self, post_id: int, change: Any, *, restore: bool = False) -> PostStatus | None:
+        ids = np.array([post_id], dtype=np.int64)
+        if self.store.post_states(ids)[0] is None:
+            return None
+        with self._post_lock:
+            changed = bool(change(ids)[0])
+            if self.follower is not None:
+                self.follower.sync()  # this server's index now, the others' within a poll
+        if restore:
+            self.cold_start.refresh_fresh()
+            self.cold_start.invalidate()
+        else:
+            self.cold_start.discard(ids)
+        return PostStatus(post_id=int(post_id), state=str(self.store.post_states(ids)[0]), changed=changed)
 
     def set_relation(self, user_id: int, relation: Relation | str, author_id: int, active: bool) -> bool:
         """Follow/block/mute (active=True) or undo it; returns whether anything changed.

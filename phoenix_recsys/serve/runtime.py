@@ -29,8 +29,9 @@ faiss = require_extra("faiss", "serve", "serving (FAISS)")
 
 _log = logging.getLogger(__name__)
 #: Candidate-block sizes the ranker is compiled for: a request pads its N candidates up to the
-#: next size (powers of 4 from 64 up to the chunk size, then whole chunks). CPU compiles of a
-#: scoring program take seconds, so few sizes (3 at the default chunk of 1024) keep warm-up short,
+#: next size (powers of 4 from 64 up to the chunk size; over a chunk, whole chunks plus the rest's
+#: bucket). CPU compiles of a scoring program take seconds, so few sizes (3 at the default chunk of
+#: 1024) keep warm-up short,
 #: at the cost of scoring up to 4x padding rows, which are masked and cost microseconds each.
 _CANDIDATE_BUCKET_MIN = 64
 #: Batch sizes the candidate tower is compiled for: small online adds and bulk corpus encoding.
@@ -52,10 +53,13 @@ def candidate_buckets(chunk_size: int) -> tuple[int, ...]:
 
 
 def padded_size(n: int, chunk_size: int) -> int:
-    """The block size a request of `n` candidates is padded to (see `candidate_buckets`)."""
-    if n > chunk_size:
-        return -(-n // chunk_size) * chunk_size
-    return next(b for b in candidate_buckets(chunk_size) if b >= n)
+    """The block size a request of `n` candidates is padded to (see `candidate_buckets`).
+
+    Over one chunk: whole chunks, then the rest padded to its own bucket (1,100 -> 1,024 + 256).
+    """
+    full = (n // chunk_size) * chunk_size if n > chunk_size else 0
+    rest = n - full
+    return full + (0 if rest == 0 else next(b for b in candidate_buckets(chunk_size) if b >= rest))
 
 
 def _probabilities(logits: np.ndarray, binary: np.ndarray) -> np.ndarray:

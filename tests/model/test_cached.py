@@ -96,6 +96,13 @@ def test_bf16_cached_close_to_bf16_full(cfg, make_ranker, make_forward):
     np.testing.assert_allclose(p_cached, p_full, atol=0.02, rtol=0)
 
 
+def test_partial_last_chunk_is_padded_to_its_own_size(cfg, make_ranker, make_forward):
+    # 45 = 20 + 20 + 5: the last 5 candidates are scored in a block of 8, not of 20.
+    ranker = _cached_ranker(make_ranker(cfg), 20)
+    batch = _batch(cfg, 12, num_candidates=45, pad_candidates=1)
+    np.testing.assert_allclose(ranker.score(batch).logits, make_forward(cfg)(batch), atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("chunk", [0, -1, 2.5])
 def test_bad_chunk_size(cfg, make_ranker, chunk):
     with pytest.raises(ValueError, match="chunk_size"):

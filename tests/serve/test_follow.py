@@ -151,3 +151,43 @@ def test_kill_9_of_one_server_loses_nothing_acknowledged(pair):
     a.start()  # the store and the shared snapshot directory are accepted after the kill
     with httpx.Client(timeout=30) as c:
         assert c.post(a.url + "/v1/feed", json={"user_id": user, "k": 10}).status_code == 200
+
+
+def test_a_delete_through_one_server_applies_on_the_others_next_feed_and_index(pair):
+    a, b = pair
+    pid = 92_000
+    with httpx.Client(timeout=30) as c:
+
+        def cold_feed(srv) -> list[int]:  # an unknown user: the cached popular + fresh lists
+            r = c.post(srv.url + "/v1/feed", json={"user_id": 10_000_000, "k": 100})
+            assert r.status_code == 200, r.text
+            return [int(i["post_id"]) for i in r.json()["items"]]
+
+        def index_size(srv) -> int:
+            return c.get(srv.url + "/healthz").json()["index_posts"]
+
+        def wait_for(cond, what: str, limit_s: float = 5.0) -> None:
+            t0 = time.monotonic()
+            while not cond():
+                assert time.monotonic() - t0 < limit_s, what
+                time.sleep(0.05)
+
+        add_posts(c, a.url, [pid], author=4)
+        wait_for(lambda: pid in b.retrievable(c), "b did not index a's new post")
+        size = index_size(b)
+        assert c.delete(f"{a.url}/v1/posts/{pid}", headers=AUTH).status_code == 200
+        assert pid not in b.retrievable(c)  # at once: b hydrates from the store
+        wait_for(lambda: index_size(b) == size - 1, "b's follower did not remove the post", 2.0)
+        # A post of the cold-start lists (computed before the change, cached): a takedown through b hides it
+        # from a's next feed and retrieve at once; lifted through a it is back; deleted, gone from b at once.
+        q = cold_feed(b)[0]
+        assert q in cold_feed(a) and q in a.retrievable(c)
+        assert c.post(f"{b.url}/v1/posts/{q}/takedown", headers=AUTH).status_code == 200
+        assert q not in cold_feed(a) and q not in a.retrievable(c)
+        assert c.delete(f"{a.url}/v1/posts/{q}/takedown", headers=AUTH).json()["state"] == "live"
+        # Back at once where the cached lists still hold it (a's; b dropped it from its own cache at the
+        # takedown and takes it back at its next refresh).
+        assert q in cold_feed(a) and q in a.retrievable(c)
+        wait_for(lambda: q in b.retrievable(c), "b did not index the lifted post again")
+        assert c.delete(f"{a.url}/v1/posts/{q}", headers=AUTH).status_code == 200
+        assert q not in cold_feed(b) and q not in b.retrievable(c)

@@ -81,8 +81,8 @@ def test_background_follow_and_rebuild_keep_concurrent_changes(store, tmp_path):
         while not (f.rebuilds and 1049 in f.index):
             assert time.monotonic() < deadline, f.stats()
             time.sleep(0.02)
-        # 150 posts > exact_max_size 120: rebuilt as HNSW in the background, nothing lost.
-        assert f.index.kind is IndexKind.HNSW and len(f.index) == 150
+        # 150 posts > exact_max_size 120: rebuilt as the ANN kind (IVF) in the background, nothing lost.
+        assert f.index.kind is IndexKind.IVF and len(f.index) == 150
         stop = threading.Event()
 
         def writer() -> None:
@@ -102,6 +102,32 @@ def test_background_follow_and_rebuild_keep_concurrent_changes(store, tmp_path):
             time.sleep(0.02)
         live = {int(p) for rows in store.iter_posts() for p in rows.post_ids}
         assert set(f.index.post_ids().tolist()) == live
+    finally:
+        f.stop(snapshot=False)
+
+
+def test_ivf_outgrowing_its_training_is_retrained_in_the_background(store, tmp_path):
+    tower = Tower()
+    ids = np.arange(100)
+    cfg = IndexConfig(exact_max_size=50, ann_kind="ivf", ivf_retrain_growth=2.0)
+    index = CorpusIndex.build(ids, tower(ids, ids % 7), config=cfg)
+    f = IndexFollower(store, index, store.post_seq(), tower, snapshot_root=None, server_id="t", base_fingerprint="fp",
+                      config=FollowConfig(poll_interval_s=0.05, maintenance_interval_s=0.05, snapshot_interval_s=None,
+                                          snapshot_every_posts=None))  # fmt: skip
+    assert index.kind is IndexKind.IVF and not f.needs_rebuild()
+    store.add_posts(np.arange(1000, 1080), author_ids=np.ones(80, np.int64), created_at=np.zeros(80, np.int64))
+    f.sync()
+    assert not f.needs_rebuild()  # 180 live <= 2 x 100 trained on
+    f.start()
+    try:
+        store.add_posts(np.arange(2000, 2030), author_ids=np.ones(30, np.int64), created_at=np.zeros(30, np.int64))
+        deadline = time.monotonic() + 10
+        while not f.rebuilds:
+            assert time.monotonic() < deadline, f.stats()
+            time.sleep(0.02)
+        # 210 > 200: retrained on everything live, and every post is still there.
+        assert f.index.kind is IndexKind.IVF and f.index.trained_on >= 210 and len(f.index) == 210
+        assert not f.needs_rebuild()
     finally:
         f.stop(snapshot=False)
 

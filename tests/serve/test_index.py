@@ -1,6 +1,8 @@
-"""Tests for serve.index: exactness, HNSW recall, exclusions, online adds, persistence, fingerprints."""
+"""Tests for serve.index: exactness, HNSW and IVF recall, exclusions, online adds, persistence, fingerprints."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -39,8 +41,22 @@ def hnsw_corpus():
     rng = np.random.default_rng(1)
     emb = unit(rng, 5000, 32)
     ids = np.arange(5000, dtype=np.int64) * 7 + 3
-    idx = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=1000))
+    idx = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=1000, ann_kind="hnsw"))
     return ids, emb, unit(rng, 200, 32), idx
+
+
+@pytest.fixture(scope="module")
+def ivf_corpus():
+    rng = np.random.default_rng(2)
+    emb = unit(rng, 5000, 32)
+    ids = np.arange(5000, dtype=np.int64) * 7 + 3
+    # 5000 posts: 64 lists (auto, ~sqrt(P)); probing half of them on isotropic random data.
+    idx = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=1000, ann_kind="ivf", ivf_nprobe=32))
+    return ids, emb, unit(rng, 200, 32), idx
+
+
+def _recall(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.mean([len(set(g) & set(w)) / want.shape[1] for g, w in zip(got, want, strict=True)]))
 
 
 def test_flat_top_k_equals_brute_force(corpus):
@@ -71,13 +87,85 @@ def test_hnsw_recall_at_10_vs_exact(hnsw_corpus):
     assert recall >= 0.95, recall
 
 
-@pytest.mark.parametrize("which", ["flat", "hnsw"])
-def test_exclusions_honoured_and_rows_still_full(corpus, hnsw_corpus, which):
+def test_ivf_recall_vs_exact_and_exhaustive_probe_is_exact(ivf_corpus):
+    ids, emb, q, idx = ivf_corpus
+    assert idx.kind is IndexKind.IVF and idx._index.nlist == 64 and idx.trained_on == 5000
+    want, want_scores = brute_force(ids, emb, q, 10)
+    assert _recall(idx.search(q, 10).ids, want) >= 0.9
+    # Fewer lists probed, lower recall: nprobe is the knob it claims to be.
+    narrow = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=1000, ann_kind="ivf", ivf_nprobe=4))
+    assert _recall(narrow.search(q, 10).ids, want) < _recall(idx.search(q, 10).ids, want) - 0.2
+    # Probing every list scans every vector: the exact answer.
+    full = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=1000, ann_kind="ivf", ivf_nprobe=64))
+    got = full.search(q, 10)
+    np.testing.assert_array_equal(got.ids, want)
+    np.testing.assert_allclose(got.scores, want_scores, atol=1e-5)
+
+
+def test_ivf_add_remove_compact_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    emb, q = unit(rng, 3000, 16), unit(rng, 20, 16)
+    ids = np.arange(3000, dtype=np.int64) + 10**6
+    cfg = IndexConfig(exact_max_size=100, ann_kind="ivf", ivf_nprobe=8, ivf_retrain_growth=1.5)
+    idx = CorpusIndex.build(ids[:2000], emb[:2000], config=cfg)
+    assert idx.kind is IndexKind.IVF and not idx.needs_retrain()
+    # Adds go into the trained lists: each new post is its own query's best match.
+    idx.add(ids[2000:], emb[2000:])
+    assert len(idx) == 3000 and idx.trained_on == 2000
+    got = idx.search(emb[2000:2010], 1).ids[:, 0]
+    np.testing.assert_array_equal(got, ids[2000:2010])
+    assert not idx.needs_retrain()  # 3000 posts = 1.5 x 2000, not above it
+    idx.add([10**7], q[:1])
+    assert idx.needs_retrain()
+    # Removed and replaced posts never come back.
+    gone = idx.search(q[:3], 5).ids[:, 0]
+    assert idx.remove(gone) == len(set(gone.tolist()))
+    res = idx.search(q[:3], 50)
+    assert not set(res.ids.ravel().tolist()) & set(gone.tolist()) and np.all(res.ids >= 0)
+    # Compacting retrains on the live posts (lists re-sized for them) and keeps their answers.
+    fresh = idx.compact()
+    assert fresh.kind is IndexKind.IVF and fresh.num_tombstones == 0 and len(fresh) == len(idx)
+    assert fresh.trained_on == len(idx) and not fresh.needs_retrain()
+    live = np.isin(ids, fresh.post_ids())
+    want, _ = brute_force(ids[live], emb[live], emb[2000:2010], 1)
+    np.testing.assert_array_equal(fresh.search(emb[2000:2010], 1).ids, want)
+    # Save / load keeps the lists, the position map (compact after load) and the training size.
+    fresh.save(tmp_path / "ivf", "fp")
+    loaded = CorpusIndex.load(tmp_path / "ivf", "fp", config=dataclasses.replace(cfg, ivf_nprobe=3))
+    assert loaded.kind is IndexKind.IVF and loaded._index.nprobe == 3 and loaded.trained_on == fresh.trained_on
+    np.testing.assert_array_equal(loaded.compact().post_ids(), fresh.post_ids())
+
+
+def test_ivf_exclusions_beyond_the_probed_lists_still_fill_rows():
+    rng = np.random.default_rng(4)
+    emb, q = unit(rng, 2000, 8), unit(rng, 2, 8)
+    ids = np.arange(2000, dtype=np.int64)
+    idx = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=10, ann_kind="ivf", ivf_nprobe=1))
+    # One probed list holds ~2000/32 posts: excluding 1500 leaves it short, so the search must widen.
+    excl = rng.choice(2000, size=1500, replace=False)
+    got = idx.search(q, 100, exclude=[excl, None])
+    assert np.all(got.ids >= 0) and not set(got.ids[0].tolist()) & set(excl.tolist())
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="ann_kind"):
+        IndexConfig(ann_kind="flat")
+    with pytest.raises(ValueError, match="ivf_nprobe"):
+        IndexConfig(ivf_nprobe=0)
+    with pytest.raises(ValueError, match="ivf_retrain_growth"):
+        IndexConfig(ivf_retrain_growth=1.0)
+    with pytest.raises(ValueError, match="build_threads"):
+        IndexConfig(build_threads=0)
+    assert IndexConfig().nlist_for(1_000_000) == 1024 and IndexConfig(ivf_nlist=4096).nlist_for(10_000) == 256
+
+
+@pytest.mark.parametrize("which", ["flat", "hnsw", "ivf"])
+def test_exclusions_honoured_and_rows_still_full(corpus, hnsw_corpus, ivf_corpus, which):
     if which == "flat":
         ids, emb, q = corpus
         idx = CorpusIndex.build(ids, emb)
     else:
-        ids, emb, q, idx = hnsw_corpus
+        ids, emb, q, idx = hnsw_corpus if which == "hnsw" else ivf_corpus
     q = q[:4]
     top = idx.search(q, 30).ids
     # Query 0: exclude its own top 20 (plus ids that are not indexed); query 1: nothing; query 2:
@@ -137,14 +225,14 @@ def test_bad_inputs():
         IndexConfig(hnsw_m=0)
 
 
-@pytest.mark.parametrize("which", ["flat", "hnsw"])
-def test_save_load_round_trip(tmp_path, corpus, hnsw_corpus, which):
+@pytest.mark.parametrize("which", ["flat", "hnsw", "ivf"])
+def test_save_load_round_trip(tmp_path, corpus, hnsw_corpus, ivf_corpus, which):
     if which == "flat":
         ids, emb, q = corpus
         idx = CorpusIndex.build(ids, emb)
         idx.add([ids[0]], emb[1:2])  # a tombstone must survive the round trip too
     else:
-        ids, emb, q, idx = hnsw_corpus
+        ids, emb, q, idx = hnsw_corpus if which == "hnsw" else ivf_corpus
     fp = make_fingerprint("bundle-abc", ids)
     idx.save(tmp_path / "idx", fp)
     loaded = CorpusIndex.load(tmp_path / "idx", fp)
@@ -155,6 +243,9 @@ def test_save_load_round_trip(tmp_path, corpus, hnsw_corpus, which):
     if which == "hnsw":
         tuned = CorpusIndex.load(tmp_path / "idx", fp, config=IndexConfig(hnsw_ef_search=17))
         assert tuned.config.hnsw_ef_search == 17 and tuned._index.hnsw.efSearch == 17
+    if which == "ivf":
+        tuned = CorpusIndex.load(tmp_path / "idx", fp, config=IndexConfig(ivf_nprobe=5))
+        assert tuned.config.ivf_nprobe == 5 and tuned._index.nprobe == 5
 
 
 def test_fingerprint_mismatch_and_torn_saves_are_detected(tmp_path, corpus):

@@ -333,7 +333,9 @@ def test_source_stages(service):
 
 def test_candidate_buckets_bound_the_compiled_shapes():
     assert candidate_buckets(1024) == (64, 256, 1024)
-    assert [padded_size(n, 1024) for n in (1, 64, 65, 300, 1024, 1025, 5000)] == [64, 64, 256, 1024, 1024, 2048, 5120]
+    # Over one chunk: whole chunks, then the rest padded to its own bucket (not to a whole chunk).
+    assert [padded_size(n, 1024) for n in (1, 64, 65, 300, 1024, 1025, 1100, 2048, 5000)] == [
+        64, 64, 256, 1024, 1024, 1088, 1280, 2048, 5120]
     assert candidate_buckets(100) == (64, 100)
 
 

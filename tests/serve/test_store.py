@@ -78,11 +78,12 @@ def test_memory_path_is_refused():
 def test_migrations_versioned_and_idempotent_on_reopen(tmp_path):
     path = tmp_path / "m.db"
     with Store.open(path) as s:
-        assert s.schema_version() == len(MIGRATIONS) == 4
+        assert s.schema_version() == len(MIGRATIONS) == 5
         _posts(s, 3)
     with Store.open(path) as s:  # reopen: nothing re-applied, data intact
         assert s.applied_migrations() == [
-            (1, "initial schema"), (2, "post sequence"), (3, "client event ids"), (4, "seen served time indexes")
+            (1, "initial schema"), (2, "post sequence"), (3, "client event ids"), (4, "seen served time indexes"),
+            (5, "post removal"),
         ]
         assert s.num_posts() == 3
 
@@ -576,3 +577,30 @@ def test_bounded_seen_posts_keeps_the_newest_of_each_kind(store):
     got = store.seen_posts(1, since=90, limit=2)
     assert got.dtype == np.int64 and got.tolist() == [4, 5, 8, 9]
     assert store.seen_posts(1, since=250, limit=5).tolist() == [9]
+
+
+def test_deleted_and_taken_down_posts_leave_every_serving_read(store):
+    """Deletion (final, text erased) and takedown (reversible) keep the row and its engagements but
+    take the post out of hydration, sources and the corpus scan, each change in the post sequence."""
+    store.add_posts([1, 2, 3], author_ids=[5, 5, 6], created_at=[10, 20, 30], text=["a", "b", "c"])
+    store.add_engagements([9, 9], [1, 2], [40, 41], [{"favorite": 1}, {"favorite": 1}])
+    seq = store.post_seq()
+    assert store.delete_posts([1, 1, 77]).tolist() == [True, False, False]  # a repeat within the call too
+    assert store.set_takedown([2], True).tolist() == [True]
+    assert store.post_states([1, 2, 3, 77]).tolist() == ["deleted", "taken_down", "live", None]
+    assert store.get_posts([1, 2, 3]).author_ids.tolist() == [-1, -1, 6]
+    assert store.fresh_posts(10).post_ids.tolist() == [3]
+    assert store.popular_posts(10).post_ids.tolist() == []
+    assert store.recent_posts_by_authors([5, 6], limit_total=10, per_author_cap=10).post_ids.tolist() == [3]
+    assert [int(p) for rows in store.iter_posts() for p in rows.post_ids] == [3]
+    ch = store.posts_since(seq)
+    assert ch.post_ids.tolist() == [1, 2] and ch.ops.tolist() == ["delete", "takedown"]
+    assert store.num_posts() == 3 and len(store.get_history(9, 10)) == 2  # rows and history kept
+    # Lifting a takedown serves the post again (an upsert entry); a deleted post stays deleted.
+    assert store.set_takedown([2, 1], False).tolist() == [True, False]
+    assert store.posts_since(seq).ops.tolist()[-1] == "upsert"
+    assert store.get_posts([1, 2]).author_ids.tolist() == [-1, 5]
+    assert store.set_takedown([1], True).tolist() == [False]
+    # An upsert keeps both flags (a racing write cannot resurrect a removed post).
+    store.add_posts([1], author_ids=[5], created_at=[10], text=["again"])
+    assert store.post_states([1]).tolist() == ["deleted"] and store.get_posts([1]).author_ids.tolist() == [-1]

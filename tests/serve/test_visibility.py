@@ -124,3 +124,89 @@ def test_the_hidden_author_filter_matches_its_oracle(rows, hidden):
     expect = [i for i, (a, o) in enumerate(rows) if a not in hidden and o not in hidden]
     assert kept.post_ids.tolist() == expect
     assert report["blocked_or_muted_author"] == n - len(expect)
+
+
+# -- deletion and takedown -------------------------------------------------------------------------
+def _count(svc, table: str) -> int:
+    return int(svc.store._fetchall(f"SELECT COUNT(*) FROM {table}")[0][0])
+
+
+def _a_feed_post(client, u: int) -> int:
+    """A post of u's feed that is not a repost and has engagement rows (so history keeping shows)."""
+    svc = client.app.state.service
+    for it in _feed(client, u)["items"]:
+        p = int(it["post_id"])
+        if it["repost_of"] is None and svc.store._fetchall("SELECT COUNT(*) FROM engagements WHERE post_id = ?", (p,))[0][0]:
+            return p
+    raise AssertionError("no engaged post in the feed")
+
+
+def test_a_deleted_post_and_its_reposts_leave_feed_retrieve_index_and_cold_start_at_once(client):
+    svc = client.app.state.service
+    u = _viewer(client)
+    p = _a_feed_post(client, u)
+    now = svc.now()
+    repost = {"post_id": REPOST, "author_id": REPOSTER, "created_at": now, "repost_of": p}
+    assert client.post("/v1/posts", json={"posts": [repost]}, headers=AUTH).status_code == 200
+    client.put(f"/v1/users/{u}/follows/{REPOSTER}", headers=AUTH)
+    assert {p, REPOST} <= _feed_ids(client, u) | _retrieve_ids(client, u)
+    engagements, posts = _count(svc, "engagements"), _count(svc, "posts")
+    r = client.delete(f"/v1/posts/{p}", headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"post_id": p, "state": "deleted", "changed": True}
+    assert not {p, REPOST} & _feed_ids(client, u)
+    assert not {p, REPOST} & _retrieve_ids(client, u)
+    assert p not in svc.index and REPOST in svc.index  # the repost is hidden at hydration
+    cold = svc.feed(10_000, 1000)  # an unknown user: popular + fresh
+    assert cold.cold_start and p not in {it.post_id for it in cold.items}
+    assert p not in svc.cold_start.candidates().post_ids
+    # Kept: the row (text erased) and every engagement on it; the history endpoint still lists them.
+    assert _count(svc, "engagements") == engagements and _count(svc, "posts") == posts
+    assert svc.store._fetchall("SELECT text, deleted_at FROM posts WHERE post_id = ?", (p,))[0][0] is None
+    # Idempotent: again 200, unchanged; an unknown post 404.
+    again = client.delete(f"/v1/posts/{p}", headers=AUTH)
+    assert again.status_code == 200 and again.json()["changed"] is False
+    assert client.delete("/v1/posts/987654321", headers=AUTH).status_code == 404
+    # A deleted id is not reused, and no new event may name it.
+    r = client.post("/v1/posts", json={"posts": [{"post_id": p, "author_id": 3}]}, headers=AUTH)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "posts", 0, "post_id"]
+    r = client.post("/v1/events", json={"events": [{"user_id": u, "post_id": p, "actions": ["favorite"]}]}, headers=AUTH)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "events", 0, "post_id"]
+
+
+def test_a_post_deleted_elsewhere_is_dropped_before_this_index_catches_up(service_factory):
+    """Another server's delete reaches this one's store at once; its follower only later."""
+    svc = service_factory(index_follow=False, max_k=1000)
+    u = next(x for x in range(40) if len(svc.user_model_history(x)) >= 3)
+    p = next(it.post_id for it in svc.feed(u, 1000).items)
+    assert svc.store.delete_posts([p]).tolist() == [True]  # as a second server would, no local sync
+    assert p in svc.index  # not applied here yet
+    assert p not in {it.post_id for it in svc.feed(u, 1000).items}
+    assert p not in {it.post_id for it in svc.retrieve(1000, user_id=u, exclude_seen=False).items}
+    svc.follower.sync()
+    assert p not in svc.index
+
+
+def test_takedown_needs_admin_hides_the_post_and_is_reversible(service_factory):
+    backend = "backend-key-0123456789abcdef"
+    svc = service_factory(max_k=1000, api_keys=({"name": "backend", "key": backend, "scopes": ["read", "write"]},))
+    with TestClient(create_app(svc)) as c:
+        u = _viewer(c)
+        p = _a_feed_post(c, u)
+        r = c.post(f"/v1/posts/{p}/takedown", headers={"Authorization": f"Bearer {backend}"})
+        assert r.status_code == 403  # a write key may delete, not moderate
+        r = c.post(f"/v1/posts/{p}/takedown", headers=AUTH)
+        assert r.status_code == 200 and r.json() == {"post_id": p, "state": "taken_down", "changed": True}
+        assert c.post(f"/v1/posts/{p}/takedown", headers=AUTH).json()["changed"] is False
+        assert p not in _feed_ids(c, u) and p not in _retrieve_ids(c, u) and p not in svc.index
+        # An upsert does not lift it.
+        r = c.post("/v1/posts", json={"posts": [{"post_id": p, "author_id": 3}]}, headers=AUTH)
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "post_removed"
+        r = c.delete(f"/v1/posts/{p}/takedown", headers=AUTH)
+        assert r.status_code == 200 and r.json() == {"post_id": p, "state": "live", "changed": True}
+        assert p in svc.index and p in _retrieve_ids(c, u)
+        # Deletion wins over a takedown and cannot be lifted.
+        c.post(f"/v1/posts/{p}/takedown", headers=AUTH)
+        assert c.delete(f"/v1/posts/{p}", headers=AUTH).json()["state"] == "deleted"
+        r = c.delete(f"/v1/posts/{p}/takedown", headers=AUTH)
+        assert r.json() == {"post_id": p, "state": "deleted", "changed": False}
+        assert p not in svc.index and c.post("/v1/posts/424242/takedown", headers=AUTH).status_code == 404

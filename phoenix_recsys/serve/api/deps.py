@@ -86,10 +86,19 @@ def require_admin(request: Request, creds: Credentials) -> Principal:
     return _authorize(request, creds, Scope.ADMIN)
 
 
+def require_admin_write(request: Request, settings: SettingsDep, creds: Credentials) -> Principal:
+    """Admin endpoints that write (takedowns): 403 when read-only, else a key with the admin scope."""
+    if not settings.writes_enabled:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this server is read-only (--read-only)")
+    return require_admin(request, creds)
+
+
 WriteAccess = Annotated[Principal, Depends(require_write)]
+AdminWriteAccess = Annotated[Principal, Depends(require_admin_write)]
 ReadAccess = Annotated[Principal, Depends(require_read)]
 AdminAccess = Annotated[Principal, Depends(require_admin)]
 
 UserIdPath = Annotated[int, Path(ge=0, le=INT64_MAX)]
 AuthorIdPath = Annotated[int, Path(ge=0, le=INT64_MAX)]
+PostIdPath = Annotated[int, Path(ge=0, le=INT64_MAX)]
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from phoenix_recsys.serve.api.deps import (
     AdminAccess,
+    AdminWriteAccess,
     AuthorIdPath,
     MetricsDep,
+    PostIdPath,
     ReadAccess,
     ServiceDep,
     UserIdPath,
@@ -25,6 +27,7 @@ from phoenix_recsys.serve.api.schemas import (
     HealthResponse,
     PostsRequest,
     PostsResponse,
+    PostStatusResponse,
     RankRequest,
     RankResponse,
     RelationResponse,
@@ -58,6 +61,7 @@ def post_feed(body: FeedRequest, service: ServiceDep, metrics: MetricsDep, _: Re
     """
     result = service.feed(body.user_id, body.k, session_id=body.session_id)
     metrics.observe_stages(result.timings_ms)
+    metrics.observe_degraded(result.degraded)
     return result.to_json()
 
 
@@ -127,6 +131,37 @@ def post_posts(body: PostsRequest, service: ServiceDep, _: WriteAccess) -> Any:
         ]
     )
     return {"accepted": n, "indexed": service.index is not None}
+
+
+_404 = {404: {"description": "The store has no such post."}}
+
+
+def _post_status(status: Any, post_id: int) -> Any:
+    if status is None:
+        raise HTTPException(404, detail=f"post {post_id} is not in the store")
+    return {"post_id": status.post_id, "state": status.state, "changed": status.changed}
+
+
+@posts_router.delete("/posts/{post_id}", response_model=PostStatusResponse, responses={**_404, **_401})
+def delete_post(post_id: PostIdPath, service: ServiceDep, _: WriteAccess) -> Any:
+    """Delete a post (final): gone from every feed and retrieve at once, reposts of it too.
+
+    Write scope: the product backend deletes on its author's behalf, like it writes posts.
+    Idempotent: deleting again answers 200 with `changed: false`; an unknown post is 404.
+    """
+    return _post_status(service.delete_post(post_id), post_id)
+
+
+@posts_router.post("/posts/{post_id}/takedown", response_model=PostStatusResponse, responses={**_404, **_401})
+def post_takedown(post_id: PostIdPath, service: ServiceDep, _: AdminWriteAccess) -> Any:
+    """Take a post down (moderation, admin scope): hidden like a deleted post, but reversible."""
+    return _post_status(service.set_takedown(post_id, True), post_id)
+
+
+@posts_router.delete("/posts/{post_id}/takedown", response_model=PostStatusResponse, responses={**_404, **_401})
+def delete_takedown(post_id: PostIdPath, service: ServiceDep, _: AdminWriteAccess) -> Any:
+    """Lift a takedown (admin scope): the post is served and indexed again (not if it was deleted)."""
+    return _post_status(service.set_takedown(post_id, False), post_id)
 
 
 @users_router.put("/{user_id}/{relation}/{author_id}", response_model=RelationResponse, responses={**_422, **_401})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -171,6 +171,14 @@ class FeedItemPublic(BaseModel):
     original_author_id: int | None = Field(None, description="For a repost: the original post's author.")
 
 
+class DegradedStage(BaseModel):
+    """A candidate source left out of this page."""
+
+    stage: str = Field(description="in_network, out_of_network or cold_start.")
+    reason: str = Field(description="error (it raised) or timeout (past its budget).")
+    detail: str = Field(description="The exception type, or the budget that ran out.")
+
+
 class FeedResponse(BaseModel):
     user_id: int
     now: int
@@ -181,6 +189,9 @@ class FeedResponse(BaseModel):
     ranked: int
     items: list[FeedItemPublic]
     timings_ms: dict[str, float]
+    degraded: list[DegradedStage] = Field(
+        default_factory=list, description="Candidate sources skipped for this page (the rest was served)."
+    )
 
 
 class RankedCandidatePublic(BaseModel):
@@ -221,6 +232,12 @@ class EventsResponse(BaseModel):
 class PostsResponse(BaseModel):
     accepted: int
     indexed: bool
+
+
+class PostStatusResponse(BaseModel):
+    post_id: int
+    state: Literal["live", "deleted", "taken_down"]
+    changed: bool = Field(description="Whether this request changed the post's state (False on a repeat).")
 
 
 class RelationResponse(BaseModel):

@@ -9,16 +9,27 @@ their retention, so pagination state does not grow without bound.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from phoenix_recsys.serve.filters import SOURCE_FRESH, SOURCE_POPULAR, Candidates
 from phoenix_recsys.serve.store import PostRows, Store
 
 _log = logging.getLogger(__name__)
+
+
+def _without(rows: PostRows, post_ids: np.ndarray) -> PostRows:
+    """`rows` minus the given posts (order kept)."""
+    keep = ~np.isin(rows.post_ids, post_ids)
+    if keep.all():
+        return rows
+    return PostRows(**{f.name: getattr(rows, f.name)[keep] for f in dataclasses.fields(rows)})
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,19 @@ class ColdStartCache:
         with self._lock:
             if self._lists is not None:
                 self._lists = (self._lists[0], fresh)
+
+    def discard(self, post_ids: np.ndarray) -> None:
+        """Drop posts from the published lists now (deleted or taken down); returns at once.
+
+        Feeds filter such posts at hydration anyway; this keeps them from taking list slots until
+        the next refresh. The next refresh recomputes the lists without them.
+        """
+        ids = np.asarray(post_ids, dtype=np.int64)
+        if ids.size == 0:
+            return
+        with self._lock:
+            if self._lists is not None:
+                self._lists = tuple(_without(rows, ids) for rows in self._lists)  # type: ignore[assignment]
 
     def invalidate(self) -> None:
         """Ask the background thread to refresh soon (e.g. many events arrived); returns at once."""

@@ -5,19 +5,25 @@ Axes: P posts, D embedding width, B queries, k results per query.
 Design choices:
 
 * Exact `IndexFlatIP` up to `IndexConfig.exact_max_size` posts (50k by default: brute force is
-  then a few ms and has perfect recall), `IndexHNSWFlat` with the inner-product metric above. The
-  kind is fixed at `build`; `compact()` rebuilds (and re-picks the kind) when an index has grown.
+  then a few ms and has perfect recall), an approximate structure above: IVF-Flat by default
+  (`ann_kind="ivf"`: about sqrt(P) k-means lists, `ivf_nprobe` of them scanned exactly per query),
+  or HNSW (`ann_kind="hnsw"`). IVF was chosen from the measured 1M-post curve (`bench run ann`,
+  BENCHMARKS.md "ANN at 1M posts"): it builds in seconds where HNSW takes minutes, and at the
+  same queries/s it had the higher recall. The kind is fixed at `build`; `compact()` rebuilds (re-picking the kind and
+  retraining IVF lists on the live posts) when an index has grown or collected tombstones.
 * Post ids live in an int64 array beside the index, position i <-> FAISS id i, rather than in an
   `IndexIDMap2`: HNSW cannot remove vectors, so a re-added post id (its embedding changed)
   tombstones the old position and appends the new vector. Duplicate ids across `add` calls
   therefore REPLACE; duplicates inside one call are rejected as ambiguous. Search over-fetches by
   the expected share of tombstones and excluded ids among the nearest posts, doubling the fetch
-  while a row comes back short, so both stay invisible in results without a fetch that grows with
-  a user's seen set.
-* Threads: FAISS parallelises each search with OpenMP over all cores by default; we leave that
-  process-wide setting (`faiss.omp_set_num_threads`) to the application, since a library changing
-  it would silently slow every other FAISS user in the process. A lock serialises `add`, `search`
-  and `save` on one index, because FAISS does not allow adding while searching.
+  (and, on IVF, the probed lists) while a row comes back short, so both stay invisible in results
+  without a fetch that grows with a user's seen set.
+* Threads: searches use the calling thread's FAISS/OpenMP setting, which we leave to the
+  application (`faiss.omp_set_num_threads`, which under libgomp, what faiss-cpu ships, sets the
+  calling thread's count only). Builds and IVF training use `IndexConfig.build_threads` (every
+  core by default) in the building thread only, restored after (`_BuildThreads`). A lock
+  serialises `add`, `search` and `save` on one index, because FAISS does not allow adding while
+  searching.
 * Persistence: `save(dir, fingerprint)` writes the index, the id and tombstone arrays and a JSON
   with the fingerprint (hash of model bundle + corpus, see `make_fingerprint`) and checksums; the
   JSON is written last, so a crash mid-save leaves a directory `load` rejects. `load` returns None
@@ -59,6 +65,7 @@ class IndexKind(enum.StrEnum):
 
     FLAT = "flat"
     HNSW = "hnsw"
+    IVF = "ivf"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,17 +73,35 @@ class IndexConfig:
     """How `CorpusIndex.build` indexes a corpus.
 
     Attributes:
-      exact_max_size: corpora of at most this many posts get an exact flat index; larger ones HNSW.
+      exact_max_size: corpora of at most this many posts get an exact flat index; larger ones
+        the approximate structure `ann_kind`.
+      ann_kind: "ivf" (IVF-Flat: k-means lists, exact scores inside the probed lists) or "hnsw".
       hnsw_m: HNSW graph degree (memory and recall grow with it).
       hnsw_ef_construction: candidate list size while building (build time vs graph quality).
       hnsw_ef_search: candidate list size while searching (latency vs recall); raised to k when
         a search asks for more.
+      ivf_nlist: IVF lists; 0 = automatic, `auto_nlist(P)` (about sqrt(P), a power of two).
+      ivf_nprobe: lists scanned per query (latency vs recall).
+      ivf_train_per_list: k-means training sample, in points per list (capped at the corpus).
+      ivf_train_iters: k-means iterations.
+      ivf_retrain_growth: an IVF index whose live posts exceed this multiple of the posts it was
+        trained on is due a background rebuild (`needs_retrain`), so lists and centroids follow
+        the corpus as it grows.
+      build_threads: OpenMP threads while building or training (None = every core); applied to
+        the building thread only and restored after, so searches keep their own setting.
     """
 
     exact_max_size: int = 50_000
+    ann_kind: IndexKind = IndexKind.IVF
     hnsw_m: int = 32
-    hnsw_ef_construction: int = 200
+    hnsw_ef_construction: int = 40
     hnsw_ef_search: int = 128
+    ivf_nlist: int = 0
+    ivf_nprobe: int = 128
+    ivf_train_per_list: int = 64
+    ivf_train_iters: int = 10
+    ivf_retrain_growth: float = 2.0
+    build_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name, lo in (
@@ -84,15 +109,46 @@ class IndexConfig:
             ("hnsw_m", 2),
             ("hnsw_ef_construction", 1),
             ("hnsw_ef_search", 1),
+            ("ivf_nlist", 0),
+            ("ivf_nprobe", 1),
+            ("ivf_train_per_list", 39),
+            ("ivf_train_iters", 1),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
                 raise ValueError(f"IndexConfig.{name} must be an int >= {lo}, got {v!r}")
             object.__setattr__(self, name, int(v))
+        try:
+            kind = IndexKind(self.ann_kind)
+        except ValueError:
+            kind = None
+        if kind not in (IndexKind.HNSW, IndexKind.IVF):
+            raise ValueError(f"IndexConfig.ann_kind must be 'ivf' or 'hnsw', got {self.ann_kind!r}")
+        object.__setattr__(self, "ann_kind", kind)
+        g = self.ivf_retrain_growth
+        if isinstance(g, bool) or not isinstance(g, int | float) or not g > 1.0:
+            raise ValueError(f"IndexConfig.ivf_retrain_growth must be a number > 1, got {g!r}")
+        object.__setattr__(self, "ivf_retrain_growth", float(g))
+        t = self.build_threads
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | np.integer) or t < 1):
+            raise ValueError(f"IndexConfig.build_threads must be None or an int >= 1, got {t!r}")
 
     def kind_for(self, num_posts: int) -> IndexKind:
         """The index kind a corpus of `num_posts` gets."""
-        return IndexKind.FLAT if num_posts <= self.exact_max_size else IndexKind.HNSW
+        return IndexKind.FLAT if num_posts <= self.exact_max_size else self.ann_kind
+
+    def nlist_for(self, num_posts: int) -> int:
+        """IVF lists for a corpus of `num_posts`: `ivf_nlist`, or `auto_nlist`; never more than
+        the corpus can train (39 points a list, FAISS's minimum)."""
+        n = self.ivf_nlist or auto_nlist(num_posts)
+        return max(1, min(n, num_posts // 39))
+
+
+def auto_nlist(num_posts: int) -> int:
+    """The power of two nearest sqrt(num_posts) (1024 at 1M posts), at least 16."""
+    if num_posts <= 0:
+        return 16
+    return max(16, 1 << round(np.log2(np.sqrt(num_posts))))
 
 
 class SearchResult(NamedTuple):
@@ -205,13 +261,52 @@ def _first_fetch(k: int, n_excl: int, n_dead: int, n_total: int) -> int:
     return max(1, min(bound, estimate))
 
 
-def _new_faiss_index(kind: IndexKind, dim: int, config: IndexConfig) -> faiss.Index:
+def _new_faiss_index(kind: IndexKind, dim: int, config: IndexConfig, *, num_posts: int = 0) -> faiss.Index:
+    """An empty FAISS index of `kind` (IVF sized for `num_posts`, still to be trained)."""
     if kind is IndexKind.FLAT:
         return faiss.IndexFlatIP(dim)
+    if kind is IndexKind.IVF:
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, config.nlist_for(num_posts), faiss.METRIC_INNER_PRODUCT)
+        index.nprobe = config.ivf_nprobe
+        # Unit-norm centroids: lists by cosine, the metric the search ranks by.
+        index.cp.spherical = True
+        index.cp.niter = config.ivf_train_iters
+        index.cp.seed = 1234
+        index.cp.max_points_per_centroid = config.ivf_train_per_list
+        return index
     index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = config.hnsw_ef_construction
     index.hnsw.efSearch = config.hnsw_ef_search
     return index
+
+
+def _train_ivf(index: faiss.Index, emb: np.ndarray, config: IndexConfig) -> None:
+    """k-means the IVF lists on a fixed-seed sample of `emb` (`ivf_train_per_list` points a list)."""
+    n = min(emb.shape[0], config.ivf_train_per_list * int(index.nlist))
+    rows = np.sort(np.random.default_rng(0).choice(emb.shape[0], size=n, replace=False)) if n < emb.shape[0] else None
+    index.train(emb if rows is None else np.ascontiguousarray(emb[rows]))
+    # reconstruct_n (compact, rebuild) needs the position -> list map; adds keep it current.
+    index.make_direct_map()
+
+
+class _BuildThreads:
+    """Run FAISS builds with `threads` OpenMP threads in the calling thread, restoring after.
+
+    OpenMP's thread count is per calling thread under libgomp (what faiss-cpu ships), so a
+    background rebuild with every core does not change the request threads' search setting.
+    """
+
+    def __init__(self, threads: int | None) -> None:
+        self._want = threads if threads is not None else (os.cpu_count() or 1)
+        self._old = 0
+
+    def __enter__(self) -> None:
+        self._old = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self._want)
+
+    def __exit__(self, *exc: object) -> None:
+        faiss.omp_set_num_threads(self._old)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -239,10 +334,19 @@ class CorpusIndex:
     """
 
     def __init__(
-        self, index: faiss.Index, ids: np.ndarray, alive: np.ndarray, kind: IndexKind, config: IndexConfig
+        self,
+        index: faiss.Index,
+        ids: np.ndarray,
+        alive: np.ndarray,
+        kind: IndexKind,
+        config: IndexConfig,
+        *,
+        trained_on: int | None = None,
     ) -> None:
         """Use `build` or `load`."""
         self._index = index
+        #: Posts the structure was built (and, for IVF, trained) on; see `needs_retrain`.
+        self._trained_on = int(ids.shape[0]) if trained_on is None else int(trained_on)
         self._ids = ids  # [n_internal] int64: FAISS position -> post id
         self._alive = alive  # [n_internal] bool: False = replaced by a later add (tombstone)
         self._kind = kind
@@ -267,10 +371,13 @@ class CorpusIndex:
         emb = _normalised("embeddings", embeddings)
         ids = _id_array("post_ids", post_ids, emb.shape[0])
         kind = config.kind_for(emb.shape[0])
-        index = _new_faiss_index(kind, emb.shape[1], config)
-        if emb.shape[0]:
-            index.add(emb)
-        return cls(index, ids, np.ones(ids.shape[0], dtype=bool), kind, config)
+        index = _new_faiss_index(kind, emb.shape[1], config, num_posts=emb.shape[0])
+        with _BuildThreads(config.build_threads):
+            if kind is IndexKind.IVF:
+                _train_ivf(index, emb, config)
+            if emb.shape[0]:
+                index.add(emb)
+        return cls(index, ids, np.ones(ids.shape[0], dtype=bool), kind, config, trained_on=int(emb.shape[0]))
 
     def add(self, post_ids: Any, embeddings: Any) -> int:
         """Add posts online; an id already in the index is replaced by its new embedding.
@@ -366,6 +473,18 @@ class CorpusIndex:
         with self._lock:
             return int((~self._alive).sum())
 
+    @property
+    def trained_on(self) -> int:
+        """Posts the index was built from (IVF: trained on); adds since then are not counted."""
+        return self._trained_on
+
+    def needs_retrain(self) -> bool:
+        """True for an IVF index whose live posts outgrew `ivf_retrain_growth` x what it was trained
+        on: its lists were sized and placed for a smaller corpus (`compact` retrains)."""
+        if self._kind is not IndexKind.IVF:
+            return False
+        return len(self) > self._config.ivf_retrain_growth * max(1, self._trained_on)
+
     def post_ids(self) -> np.ndarray:
         """`[P]` int64 live post ids, ascending."""
         with self._lock:
@@ -395,8 +514,8 @@ class CorpusIndex:
 
         Returns:
           `SearchResult(ids [B, k] int64 (-1 fill), scores [B, k] float32 (-inf fill))`, best first.
-          Exact on a flat index; on HNSW approximate, retrying with a larger fetch when exclusions
-          leave a row short.
+          Exact on a flat index; on HNSW and IVF approximate, retrying with a larger fetch (IVF:
+          and more probed lists) when exclusions leave a row short.
         """
         q = _normalised("queries", queries, self.dim)
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
@@ -418,8 +537,14 @@ class CorpusIndex:
             achievable = np.minimum(k, live.size - n_excl)
             n_dead = n_total - live.size
             fetch = _first_fetch(k, int(n_excl.max()), n_dead, n_total)
+            ivf = self._kind is IndexKind.IVF
+            nprobe = int(self._index.nprobe) if ivf else 0
             while True:
-                scores, pos = self._index.search(q, fetch)
+                if ivf:
+                    # Only the probed lists are scanned, whatever the fetch: widen them on retries.
+                    scores, pos = self._index.search(q, fetch, params=faiss.SearchParametersIVF(nprobe=nprobe))
+                else:
+                    scores, pos = self._index.search(q, fetch)
                 ok = pos >= 0
                 safe = np.where(ok, pos, 0)
                 ids = np.where(ok, self._ids[safe], -1)
@@ -428,9 +553,13 @@ class CorpusIndex:
                     if e is not None and e.size:
                         ok[i] &= ~_sorted_member(ids[i], e)
                 # Complete once every row has what it can have; a short row (more exclusions or
-                # tombstones near the query than the estimate, or HNSW's approximation) doubles.
-                if fetch >= n_total or np.all(ok.sum(axis=1) >= achievable):
+                # tombstones near the query than the estimate, or the ANN's approximation) doubles.
+                # IVF scans only the probed lists: complete only once it has probed them all.
+                complete = fetch >= n_total and (not ivf or nprobe >= self._index.nlist)
+                if complete or np.all(ok.sum(axis=1) >= achievable):
                     break
+                if ivf and np.any(pos < 0):
+                    nprobe = min(int(self._index.nlist), 2 * nprobe)
                 fetch = min(n_total, 2 * fetch)
         # Compact each row's surviving hits to the front, keeping FAISS's best-first order.
         rank = np.cumsum(ok, axis=1) - 1
@@ -483,6 +612,7 @@ class CorpusIndex:
             "dim": self.dim,
             "ntotal": ntotal,
             "config": dataclasses.asdict(self._config),
+            "trained_on": self._trained_on,
             "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()},
         }
         return blobs, meta
@@ -501,8 +631,8 @@ class CorpusIndex:
         Args:
           directory: as given to `save`.
           expected_fingerprint: the fingerprint of the current model bundle + corpus.
-          config: optional; its `hnsw_ef_search` applies to the loaded index (the saved config
-            otherwise).
+          config: optional; its search-time settings (`hnsw_ef_search`, `ivf_nprobe`) and
+            `build_threads` apply to the loaded index (the saved config otherwise).
           strict: raise `IndexMismatchError` instead of returning None.
 
         Returns:
@@ -551,9 +681,23 @@ class CorpusIndex:
         if not (index.ntotal == ids.shape[0] == alive.shape[0] == meta["ntotal"]) or index.d != meta["dim"]:
             raise IndexMismatchError(f"{d}: index, ids and meta disagree on size or width")
         kind = IndexKind(meta["kind"])
-        saved_config = IndexConfig(**meta["config"])
+        # Fields a snapshot from an older version lacks take today's defaults.
+        known = {f.name for f in dataclasses.fields(IndexConfig)}
+        saved = {k: v for k, v in meta["config"].items() if k in known}
+        if "ann_kind" not in meta["config"] and kind is IndexKind.HNSW:
+            saved["ann_kind"] = IndexKind.HNSW  # written before IVF existed: it was built as HNSW
+        saved_config = IndexConfig(**saved)
         if config is not None:
-            saved_config = dataclasses.replace(saved_config, hnsw_ef_search=config.hnsw_ef_search)
+            # The search-time knobs and build threads follow the caller; the structure stays as saved.
+            saved_config = dataclasses.replace(
+                saved_config,
+                hnsw_ef_search=config.hnsw_ef_search,
+                ivf_nprobe=config.ivf_nprobe,
+                build_threads=config.build_threads,
+            )
         if kind is IndexKind.HNSW:
             index.hnsw.efSearch = saved_config.hnsw_ef_search
-        return cls(index, ids.astype(np.int64), alive.astype(bool), kind, saved_config)
+        elif kind is IndexKind.IVF:
+            index.nprobe = saved_config.ivf_nprobe
+        trained_on = int(meta.get("trained_on", meta["ntotal"]))
+        return cls(index, ids.astype(np.int64), alive.astype(bool), kind, saved_config, trained_on=trained_on)

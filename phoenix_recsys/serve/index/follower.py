@@ -130,6 +130,9 @@ class IndexFollower:
         self.changes_applied = 0
         self.rebuilds = 0
         self.last_error: str | None = None
+        #: Called with the post ids each apply removed (deleted, taken down), whoever wrote the
+        #: change; the service drops them from its cold-start lists. Must be quick and not raise.
+        self.on_removed: Callable[[np.ndarray], None] | None = None
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -187,6 +190,8 @@ class IndexFollower:
             self._index.remove(gone)
             if self._journal is not None:
                 self._journal.append(("remove", gone, None))
+            if self.on_removed is not None:
+                self.on_removed(gone)
 
     def _embeddings(
         self, ids: np.ndarray, authors: np.ndarray, known: tuple[np.ndarray, np.ndarray, np.ndarray] | None
@@ -271,15 +276,19 @@ class IndexFollower:
 
     # -- maintenance ----------------------------------------------------------------------------
     def needs_rebuild(self) -> bool:
-        """Too many tombstones, or a flat index grown past its exact-search limit."""
+        """Too many tombstones, a flat index grown past its exact-search limit, or an IVF index
+        grown past `ivf_retrain_growth` x the corpus its lists were trained on."""
         idx = self._index
         live, dead = len(idx), idx.num_tombstones
         if dead >= self.config.compact_min and dead > self.config.compact_fraction * (live + dead):
             return True
+        if idx.needs_retrain():
+            return True
         return idx.kind is IndexKind.FLAT and idx.config.kind_for(live) is not IndexKind.FLAT
 
     def rebuild(self) -> CorpusIndex:
-        """Compact (and re-pick flat vs HNSW) without stopping searches or applies; returns the new index."""
+        """Compact (re-picking flat vs ANN, retraining IVF lists on the live posts) without stopping
+        searches or applies; returns the new index."""
         with self._apply_lock:
             old = self._index
             self._journal = []

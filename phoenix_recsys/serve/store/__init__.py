@@ -16,6 +16,7 @@ from phoenix_recsys.serve.store.base import (
     PostChanges,
     PostOp,
     PostRows,
+    PostState,
     SchemaVersionError,
     SeedReport,
     Store,
@@ -42,6 +43,6 @@ def open_store(target: str | Path, **kwargs: Any) -> Store:
 
 
 __all__ = [
-    "MIGRATIONS", "History", "Migration", "PostChanges", "PostOp", "PostRows", "SQLiteStore", "SchemaVersionError",
+    "MIGRATIONS", "History", "Migration", "PostChanges", "PostOp", "PostRows", "PostState", "SQLiteStore", "SchemaVersionError",
     "SeedReport", "Store", "StoreLockedError", "StoreUnavailableError", "_split_sql", "load_migrations", "open_store",
 ]  # fmt: skip

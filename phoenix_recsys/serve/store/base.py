@@ -59,6 +59,14 @@ class PostOp:
     ALL = (UPSERT, DELETE, TAKEDOWN)
 
 
+class PostState:
+    """Whether a stored post is served: LIVE, DELETED (by its author; final) or TAKEN_DOWN (reversible)."""
+
+    LIVE = "live"
+    DELETED = "deleted"
+    TAKEN_DOWN = "taken_down"
+
+
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
@@ -383,6 +391,18 @@ class Store(abc.ABC):
         video_duration_s: Any = None,
     ) -> int:
         """Upsert posts in bulk (each gets a post-sequence entry); returns the count."""
+
+    @abc.abstractmethod
+    def post_states(self, post_ids: Any) -> np.ndarray:
+        """`[P]` object array: each post's `PostState` value, None where the store has no such post."""
+
+    @abc.abstractmethod
+    def delete_posts(self, post_ids: Any, *, at: int | None = None) -> np.ndarray:
+        """Delete posts (final; rows kept, text erased; DELETE entries); `[P]` bool changed."""
+
+    @abc.abstractmethod
+    def set_takedown(self, post_ids: Any, active: bool, *, at: int | None = None) -> np.ndarray:
+        """Take posts down or lift it (TAKEDOWN / UPSERT entries); `[P]` bool changed."""
 
     @abc.abstractmethod
     def add_engagements(

@@ -202,6 +202,7 @@ class PostgresStore(SQLStore):
         return (
             f"SELECT {_P_COLS} FROM {self._ids_table('a')} CROSS JOIN LATERAL ("
             f"  SELECT {_Q_COLS} FROM posts AS q WHERE q.author_id = a.value AND q.created_at >= ?"
+            "  AND q.deleted_at IS NULL AND q.taken_down_at IS NULL"
             "  ORDER BY q.created_at DESC, q.post_id DESC LIMIT ?) AS p "
             "ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?"
         )

@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 
 from phoenix_recsys.serve.store import _validate as v
-from phoenix_recsys.serve.store.base import History, PostChanges, PostOp, PostRows, Store
+from phoenix_recsys.serve.store.base import History, PostChanges, PostOp, PostRows, PostState, Store
 
 POST_COLS = ("post_id", "author_id", "created_at", "text", "repost_of", "video_duration_s")
 _COLS = ", ".join(POST_COLS)
 _P_COLS = ", ".join("p." + c for c in POST_COLS)
 _EDGE_TABLES = ("follows", "blocks", "mutes")
+#: A post is served (hydrated, a source candidate, indexed) only when neither deleted nor taken down.
+SERVABLE = "deleted_at IS NULL AND taken_down_at IS NULL"
 
 
 def _page_limit(limit: Any) -> int:
@@ -170,6 +172,64 @@ class SQLStore(Store):
             conn, "INSERT INTO post_log (post_id, op, at) VALUES (?, ?, ?)", [(int(p), op, at) for p in post_ids]
         )
 
+    def post_states(self, post_ids: Any) -> np.ndarray:
+        """`[P]` object array aligned to the input: `PostState` value of each post, None if unknown."""
+        pid = v.int_array("post_ids", post_ids, nonneg=False)
+        rows = self._fetchall(
+            f"SELECT p.post_id, p.deleted_at, p.taken_down_at FROM {self._ids_table('j')} "
+            "JOIN posts AS p ON p.post_id = j.value",
+            (self._ids_param(np.unique(pid)),),
+        )
+        state = {
+            int(r[0]): PostState.DELETED if r[1] is not None else PostState.TAKEN_DOWN if r[2] is not None else PostState.LIVE
+            for r in rows
+        }
+        return np.array([state.get(int(p)) for p in pid.tolist()], dtype=object)
+
+    def delete_posts(self, post_ids: Any, *, at: int | None = None) -> np.ndarray:
+        """Delete posts (final): they leave every read that serves posts; their rows stay.
+
+        The row is kept (engagements, served and seen rows reference it, and engagement history is
+        kept), with `deleted_at` set and its text erased; each post deleted now gets a DELETE entry
+        in the post sequence, so every index follower removes it.
+
+        Returns:
+          `[P]` bool, True where the post was deleted by this call (False: unknown or already deleted).
+        """
+        pid = v.int_array("post_ids", post_ids)
+        when = v.now() if at is None else int(at)
+        changed = np.zeros(pid.shape[0], dtype=bool)
+        with self.transaction() as conn:
+            for i, p in enumerate(pid.tolist()):
+                changed[i] = self._execute(
+                    conn, "UPDATE posts SET deleted_at = ?, text = NULL WHERE post_id = ? AND deleted_at IS NULL", (when, p)
+                ) == 1
+            self._log_posts(conn, pid[changed].tolist(), PostOp.DELETE)
+        return changed
+
+    def set_takedown(self, post_ids: Any, active: bool, *, at: int | None = None) -> np.ndarray:
+        """Take posts down (active) or lift the takedown; reversible, unlike deletion.
+
+        A takedown logs a TAKEDOWN entry (followers remove the post); lifting it logs an UPSERT
+        (followers embed it again). A deleted post stays deleted either way.
+
+        Returns:
+          `[P]` bool, True where this call changed the post's state.
+        """
+        pid = v.int_array("post_ids", post_ids)
+        when = v.now() if at is None else int(at)
+        changed = np.zeros(pid.shape[0], dtype=bool)
+        sql = (
+            "UPDATE posts SET taken_down_at = ? WHERE post_id = ? AND taken_down_at IS NULL AND deleted_at IS NULL"
+            if active
+            else "UPDATE posts SET taken_down_at = NULL WHERE post_id = ? AND taken_down_at IS NOT NULL AND deleted_at IS NULL"
+        )
+        with self.transaction() as conn:
+            for i, p in enumerate(pid.tolist()):
+                changed[i] = self._execute(conn, sql, (when, p) if active else (p,)) == 1
+            self._log_posts(conn, pid[changed].tolist(), PostOp.TAKEDOWN if active else PostOp.UPSERT)
+        return changed
+
     def post_seq(self) -> int:
         """The newest post-sequence number (0 when no post was ever written)."""
         return int(self._fetchone("SELECT COALESCE(MAX(seq), 0) FROM post_log")[0])
@@ -196,13 +256,14 @@ class SQLStore(Store):
 
         Returns:
           `PostRows` in input order; unknown ids get author -1 and created_at -1 (so the
-          missing-author filter drops them), text None, repost_of -1, video NaN.
+          missing-author filter drops them), text None, repost_of -1, video NaN. A deleted or
+          taken-down post is not served, so it reads as unknown here (`post_states` tells them apart).
         """
         pid = v.int_array("post_ids", post_ids, nonneg=False)
         uniq = np.unique(pid)
         rows = self._fetchall(
             f"SELECT {_P_COLS} FROM {self._ids_table('j')} JOIN posts AS p ON p.post_id = j.value "
-            "ORDER BY p.post_id",
+            "WHERE p.deleted_at IS NULL AND p.taken_down_at IS NULL ORDER BY p.post_id",
             (self._ids_param(uniq),),
         )
         found = PostRows._from_rows(rows)
@@ -226,7 +287,7 @@ class SQLStore(Store):
         )
 
     def num_posts(self) -> int:
-        """Number of posts in the store."""
+        """Number of post rows in the store (deleted and taken-down ones included: their rows stay)."""
         return int(self._fetchone("SELECT COUNT(*) FROM posts")[0])
 
     def latest_timestamp(self) -> int | None:
@@ -241,7 +302,7 @@ class SQLStore(Store):
         return None if row[0] is None else int(row[0])
 
     def iter_posts(self, batch_size: int = 10_000) -> Iterator[PostRows]:
-        """All posts in post-id order, `batch_size` at a time (e.g. to embed the corpus).
+        """All servable posts (not deleted, not taken down) in post-id order, `batch_size` at a time.
 
         Yields:
           `PostRows` chunks of at most `batch_size` posts.
@@ -253,7 +314,8 @@ class SQLStore(Store):
         while True:
             # Keyset pagination: stable and O(batch) per page, unlike OFFSET.
             rows = self._fetchall(
-                f"SELECT {_COLS} FROM posts WHERE post_id > ? ORDER BY post_id LIMIT ?", (last, batch_size)
+                f"SELECT {_COLS} FROM posts WHERE post_id > ? AND {SERVABLE} ORDER BY post_id LIMIT ?",
+                (last, batch_size),
             )
             if not rows:
                 return
@@ -267,6 +329,7 @@ class SQLStore(Store):
         return (
             f"SELECT {_P_COLS} FROM {self._ids_table('a')} JOIN posts AS p ON p.post_id IN ("
             "  SELECT q.post_id FROM posts AS q WHERE q.author_id = a.value AND q.created_at >= ?"
+            "  AND q.deleted_at IS NULL AND q.taken_down_at IS NULL"
             "  ORDER BY q.created_at DESC, q.post_id DESC LIMIT ?) "
             "ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?"
         )
@@ -307,7 +370,7 @@ class SQLStore(Store):
         rows = self._fetchall(
             f"SELECT {_P_COLS} FROM ("
             "  SELECT post_id, COUNT(*) AS n FROM engagements WHERE timestamp >= ? GROUP BY post_id"
-            ") AS c JOIN posts AS p ON p.post_id = c.post_id "
+            ") AS c JOIN posts AS p ON p.post_id = c.post_id WHERE p.deleted_at IS NULL AND p.taken_down_at IS NULL "
             "ORDER BY c.n DESC, p.created_at DESC, p.post_id DESC LIMIT ?",
             (v.INT64_MIN if since is None else int(since), limit),
         )
@@ -320,7 +383,7 @@ class SQLStore(Store):
           `PostRows` of at most `limit` posts, newest first.
         """
         limit = v.scalar_int("limit", limit)
-        rows = self._fetchall(f"SELECT {_COLS} FROM posts ORDER BY created_at DESC, post_id DESC LIMIT ?", (limit,))
+        rows = self._fetchall(f"SELECT {_COLS} FROM posts WHERE {SERVABLE} ORDER BY created_at DESC, post_id DESC LIMIT ?", (limit,))
         return PostRows._from_rows(rows)
 
     # -- engagements ----------------------------------------------------------------------------
