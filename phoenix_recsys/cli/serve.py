@@ -160,6 +160,13 @@ def _serve_workers(
     err_console.print(f"loading {escape(str(bundle))} (seeding and indexing once for {workers} workers) ...", highlight=False)
     prepare(spec)
     os.environ[SPEC_ENV] = spec.to_env()
+    if settings.cursor_secret is None:
+        # One random secret for this server's workers (inherited through the environment, never in the
+        # spec), so a feed cursor issued by one worker is accepted by the others; not across restarts.
+        import secrets
+
+        os.environ["PHOENIX_CURSOR_SECRET"] = secrets.token_urlsafe(32)
+        err_console.print("cursor_secret not set: feed cursors use a random secret shared by these workers only")
     uvicorn.run(
         "phoenix_recsys.serve.workers:app_factory", factory=True, host=settings.host, port=settings.port,
         log_level=log_level, workers=workers,
