@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from phoenix_recsys.cli._common import JsonFlag, LogLevel, console, domain_errors, err_console, print_json
+from phoenix_recsys.serve.logs import LogFormat, configure_logging
 
 serve_app = typer.Typer(help="Serve the feed over HTTP, or print one feed.")
 
@@ -37,10 +38,29 @@ ConfigOpt = Annotated[
 
 
 def run_server(app: Any, *, host: str, port: int, log_level: str) -> None:
-    """Run uvicorn in this process until it is stopped (one worker; `--workers N` uses `serve.workers`)."""
+    """Run uvicorn in this process until it is stopped (one worker; `--workers N` uses `serve.workers`).
+
+    uvicorn's logging setup is off (`log_config=None`): `serve.logs.configure_logging` already routes
+    its records through ours, and the app's middleware writes the access log (`access_log=False`).
+    """
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, log_config=None, access_log=False)
+
+
+def _notifier(json_logs: bool) -> Any:
+    """Start-up notes: a log record in JSON mode (every stderr line stays JSON), else a Rich line."""
+    import logging
+
+    log = logging.getLogger("phoenix_recsys.serve")
+
+    def note(msg: str) -> None:
+        if json_logs:
+            log.info(msg)
+        else:
+            err_console.print(escape(msg), highlight=False)
+
+    return note
 
 
 @serve_app.command("serve")
@@ -60,7 +80,12 @@ def serve(
         bool,
         typer.Option("--public-reads", help="Read endpoints need no key (off by default: reads need the read scope)."),
     ] = False,
-    log_level: Annotated[LogLevel, typer.Option("--log-level", help="uvicorn log level.")] = LogLevel.INFO,
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level (the app's and uvicorn's).")] = LogLevel.INFO,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option("--log-format", help="text, or json: one JSON object per log line, access log included.",
+                     show_default="text"),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -89,36 +114,43 @@ def serve(
             writes_enabled=False if read_only else None,
             insecure_dev=True if insecure_dev else None,
             public_reads=True if public_reads else None,
+            log_format=log_format,
         )
 
     # Settings first: a missing key fails in milliseconds, before the models load.
     settings = reload_settings()
-    if not settings.keys() and settings.insecure_dev:
-        err_console.print("[bold yellow]warning:[/] --insecure-dev: every request is accepted without a key")
-    if workers > 1:
-        _serve_workers(bundle, data, config, workers, log_level.value, settings, host=host, port=port, store=store,
-                       read_only=read_only, insecure_dev=insecure_dev, public_reads=public_reads)  # fmt: skip
-        return
-    err_console.print(f"loading {escape(str(bundle))} ...", highlight=False)
-    apply_process_settings(settings)
-    service = FeedService.open(bundle, settings=settings, data_dir=data)
-    info = service.index_info
-    err_console.print(
-        f"store {escape(service.store.location)}; index: "
-        + ("none (no retrieval model)" if info is None else f"{info.size:,} posts ({info.source}, {info.directory})")
-        + ("" if service.warmup_s is None else f"; warm-up {service.warmup_s:.1f} s"),
-        highlight=False,
-    )
-    err_console.print(f"feed explorer: http://{settings.host}:{settings.port}/ui  (API docs at /docs)", highlight=False)
-    app = create_app(service, reload_settings=reload_settings)
-    _reload_keys_on_sighup(app)
+    # Logging next, before the models load, so their warnings come out in the chosen format too.
+    restore_logging = configure_logging(settings.log_format, log_level.value)
     try:
-        run_server(app, host=settings.host, port=settings.port, log_level=log_level.value)
+        note = _notifier(settings.log_format is LogFormat.JSON)
+        if not settings.keys() and settings.insecure_dev:
+            note("warning: --insecure-dev: every request is accepted without a key")
+        if workers > 1:
+            _serve_workers(bundle, data, config, workers, log_level.value, settings, host=host, port=port, store=store,
+                           read_only=read_only, insecure_dev=insecure_dev, public_reads=public_reads,
+                           log_format=log_format)  # fmt: skip
+            return
+        note(f"loading {bundle} ...")
+        apply_process_settings(settings)
+        service = FeedService.open(bundle, settings=settings, data_dir=data)
+        info = service.index_info
+        note(
+            f"store {service.store.location}; index: "
+            + ("none (no retrieval model)" if info is None else f"{info.size:,} posts ({info.source}, {info.directory})")
+            + ("" if service.warmup_s is None else f"; warm-up {service.warmup_s:.1f} s")
+        )
+        note(f"feed explorer: http://{settings.host}:{settings.port}/ui  (API docs at /docs)")
+        app = create_app(service, reload_settings=reload_settings)
+        _reload_keys_on_sighup(app, note)
+        try:
+            run_server(app, host=settings.host, port=settings.port, log_level=log_level.value)
+        finally:
+            service.close()
     finally:
-        service.close()
+        restore_logging()
 
 
-def _reload_keys_on_sighup(app: Any) -> None:
+def _reload_keys_on_sighup(app: Any, note: Any) -> None:
     """SIGHUP reloads the keys (rotation without downtime); a broken settings file keeps the old ring."""
     import signal
 
@@ -129,9 +161,9 @@ def _reload_keys_on_sighup(app: Any) -> None:
         try:
             ring = app.state.reload_keys()
         except Exception as e:  # noqa: BLE001 - a bad reload must never take the server down
-            err_console.print(f"[bold red]key reload failed, keeping the old keys:[/] {escape(str(e))}", highlight=False)
+            note(f"key reload failed, keeping the old keys: {e}")
         else:
-            err_console.print(f"keys reloaded: {', '.join(ring.names) or 'none'}", highlight=False)
+            note(f"keys reloaded: {', '.join(ring.names) or 'none'}")
 
     signal.signal(signal.SIGHUP, on_hup)
 
@@ -151,13 +183,14 @@ def _serve_workers(
         "store_path": None if flags["store"] is None else str(Path(flags["store"]).resolve()),
         "writes_enabled": False if flags["read_only"] else None, "insecure_dev": True if flags["insecure_dev"] else None,
         "public_reads": True if flags["public_reads"] else None,
+        "log_format": None if flags["log_format"] is None else flags["log_format"].value,
     }  # fmt: skip
     spec = WorkerSpec(
         bundle=str(bundle.resolve()), workers=workers, data=None if data is None else str(data.resolve()),
         config=None if config is None else str(config.resolve()),
         overrides={k: v for k, v in overrides.items() if v is not None},
     )  # fmt: skip
-    err_console.print(f"loading {escape(str(bundle))} (seeding and indexing once for {workers} workers) ...", highlight=False)
+    _notifier(settings.log_format is LogFormat.JSON)(f"loading {bundle} (seeding and indexing once for {workers} workers) ...")
     prepare(spec)
     os.environ[SPEC_ENV] = spec.to_env()
     if settings.cursor_secret is None:
@@ -166,10 +199,13 @@ def _serve_workers(
         import secrets
 
         os.environ["PHOENIX_CURSOR_SECRET"] = secrets.token_urlsafe(32)
-        err_console.print("cursor_secret not set: feed cursors use a random secret shared by these workers only")
+        _notifier(settings.log_format is LogFormat.JSON)(
+            "cursor_secret not set: feed cursors use a random secret shared by these workers only"
+        )
+    os.environ["PHOENIX_WORKER_LOG_LEVEL"] = log_level  # read by each worker's app_factory
     uvicorn.run(
         "phoenix_recsys.serve.workers:app_factory", factory=True, host=settings.host, port=settings.port,
-        log_level=log_level, workers=workers,
+        log_level=log_level, workers=workers, log_config=None, access_log=False,
     )  # fmt: skip
 
 

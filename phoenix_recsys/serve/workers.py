@@ -86,10 +86,13 @@ def prepare(spec: WorkerSpec) -> None:
 def app_factory() -> Any:
     """Uvicorn's factory in each worker: open the service (loading the parent's snapshot), return the app."""
     from phoenix_recsys.serve.api import create_app
+    from phoenix_recsys.serve.logs import configure_logging
     from phoenix_recsys.serve.pipeline import FeedService, apply_process_settings, default_server_id
 
     spec = WorkerSpec.from_env()
     base = _settings(spec)
+    # A spawned worker starts with no logging set up: route its records (access log too) as the parent does.
+    configure_logging(base.log_format, os.environ.get("PHOENIX_WORKER_LOG_LEVEL", "info"))
     index_dir = Path(base.index_dir) if base.index_dir is not None else Path(spec.bundle) / "index"
     slot = take_slot(index_dir, spec.workers)
     settings = _settings(spec, server_id=f"{base.server_id or default_server_id(base)}-w{slot}", store_multi_writer=True)

@@ -43,7 +43,7 @@ from phoenix_recsys.serve.api.routes import (
 from phoenix_recsys.serve.api.schemas import INT64_MAX
 from phoenix_recsys.serve.api.strict import validation_error_handler
 from phoenix_recsys.serve.explorer import mount_explorer
-from phoenix_recsys.serve.pipeline import FeedService, InvalidRequest, Unsupported
+from phoenix_recsys.serve.pipeline import FeedService, InvalidRequest, RankingUnavailable, Unsupported
 from phoenix_recsys.serve.settings import ServeSettings
 from phoenix_recsys.serve.store import StoreUnavailableError
 
@@ -79,6 +79,13 @@ def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     The service keeps running and reconnects by itself; `Retry-After` says when to try again.
     """
     detail = {"type": "store_unavailable", "msg": str(exc)}
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": "1"})  # fmt: skip
+
+
+def _ranking_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """The ranker failed (the log has the trace): 503 `ranking_unavailable`, which a client may retry."""
+    detail = {"type": "ranking_unavailable", "msg": str(exc)}
     return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
                         headers={"Retry-After": "1"})  # fmt: skip
 
@@ -133,6 +140,7 @@ def create_app(
     app.state.reload_keys = reload_keys
     app.add_exception_handler(InvalidRequest, _invalid_request)
     app.add_exception_handler(Unsupported, _unsupported)
+    app.add_exception_handler(RankingUnavailable, _ranking_unavailable)
     app.add_exception_handler(sqlite3.OperationalError, _store_error)
     app.add_exception_handler(StoreUnavailableError, _store_unavailable)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

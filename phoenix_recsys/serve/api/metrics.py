@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
+
+from phoenix_recsys.serve.logs import log_access
 
 #: Request bodies larger than this are refused with 413: from Content-Length before reading, or
 #: while streaming (chunked bodies included), without reading the rest.
@@ -54,6 +56,10 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.stages = Summary("phoenix_feed_stage_seconds", "Time spent in each feed pipeline stage.", ["stage"], registry=r)
+        self.degraded = Counter(
+            "phoenix_feed_degraded", "Feed candidate sources skipped (raised or past budget).", ["stage", "reason"],
+            registry=r,
+        )
         self.up = Gauge("phoenix_up", "1 while the server answers.", registry=r)
         self.up.set(1)
         Gauge("phoenix_start_time_seconds", "Server start, seconds since the epoch.", registry=r).set(round(self.started, 3))
@@ -74,6 +80,11 @@ class Metrics:
         """Record one feed request's per-stage milliseconds."""
         for stage, ms in timings_ms.items():
             self.stages.labels(stage).observe(ms / 1e3)
+
+    def observe_degraded(self, degraded: Sequence[Mapping[str, str]]) -> None:
+        """Count the candidate sources one feed request skipped."""
+        for d in degraded:
+            self.degraded.labels(d["stage"], d["reason"]).inc()
 
     def render(self, index_posts: int | None) -> bytes:
         """Prometheus text exposition of the registry, the index size gauge refreshed first."""
@@ -122,6 +133,7 @@ class _ObserveMiddleware:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body_bytes):
                 await self._too_large(scope, receive, send, request_id)
                 self.metrics.observe_request(scope["method"], "unmatched", 413, time.perf_counter() - start)
+                _access_log(scope, request_id, 413, time.perf_counter() - start)
                 return
 
         received = 0
@@ -155,7 +167,19 @@ class _ObserveMiddleware:
             self.metrics.observe_exception(_route_of(scope))
             raise
         finally:
-            self.metrics.observe_request(scope["method"], _route_of(scope), status_code, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.observe_request(scope["method"], _route_of(scope), status_code, seconds)
+            _access_log(scope, request_id, status_code, seconds)
+
+
+def _access_log(scope: Scope, request_id: str, status_code: int, seconds: float) -> None:
+    client = scope.get("client")
+    log_access({
+        "request_id": request_id, "method": scope["method"], "path": scope.get("path", ""), "status": status_code,
+        "duration_ms": round(seconds * 1e3, 3),
+        # The key's name as the access check recorded it (never the key or its digest).
+        "key": scope.get("state", {}).get("principal"), "client": client[0] if client else None,
+    })  # fmt: skip
 
 
 def _route_of(scope: Scope) -> str:

@@ -72,6 +72,7 @@ def post_feed(body: FeedRequest, request: Request, service: ServiceDep, metrics:
             raise InvalidRequest(("cursor",), str(e), kind="invalid_cursor") from None
     result = service.feed(body.user_id, body.k, exclude=served)
     metrics.observe_stages(result.timings_ms)
+    metrics.observe_degraded(result.degraded)
     out = result.to_json()
     out["next_cursor"] = codec.issue(body.user_id, [*served.tolist(), *(it.post_id for it in result.items)])
     return out

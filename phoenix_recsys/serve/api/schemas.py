@@ -184,6 +184,14 @@ class FeedItemPublic(BaseModel):
     original_author_id: int | None = Field(None, description="For a repost: the original post's author.")
 
 
+class DegradedStage(BaseModel):
+    """A candidate source left out of this page."""
+
+    stage: str = Field(description="in_network, out_of_network or cold_start.")
+    reason: str = Field(description="error (it raised) or timeout (past its budget).")
+    detail: str = Field(description="The exception type, or the budget that ran out.")
+
+
 class FeedResponse(BaseModel):
     user_id: int
     now: int
@@ -194,6 +202,9 @@ class FeedResponse(BaseModel):
     ranked: int
     items: list[FeedItemPublic]
     timings_ms: dict[str, float]
+    degraded: list[DegradedStage] = Field(
+        default_factory=list, description="Candidate sources skipped for this page (the rest was served)."
+    )
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page (signed, expires).")
 
 
