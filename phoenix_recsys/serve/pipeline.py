@@ -437,15 +437,15 @@ class FeedService:
         return self.store.seen_posts(user_id, since=since, limit=s.seen_limit)
 
     # -- reads ----------------------------------------------------------------------------------
-    def feed(self, user_id: int, k: int, *, now: int | None = None, session_id: str | None = None) -> FeedResult:
+    def feed(self, user_id: int, k: int, *, now: int | None = None, exclude: Sequence[int] | None = None) -> FeedResult:
         """The "For You" feed of `user_id`: top `k` posts with per-item explanations.
 
         Args:
           user_id: the viewer; an unknown user gets a cold-start feed (popular + fresh), not an error.
           k: page size, 1..`settings.max_k`.
           now: request time (default: `settings.clock`).
-          session_id: pagination: posts served earlier in this session are filtered out, and this
-            page's posts are recorded as served (unless the service is read-only).
+          exclude: pagination: posts served on earlier pages (from the API's signed cursor), filtered
+            out as `served_in_session`. Nothing is written: a feed is a pure read.
 
         Returns:
           `FeedResult`.
@@ -463,9 +463,7 @@ class FeedService:
         followed = self.store.followed_authors(user_id)
         seen = self.seen_set(user_id, now)
         blocked = self._hidden_authors(user_id)
-        served = (
-            self.store.served_posts(user_id, session_id, limit=s.served_limit) if session_id else np.zeros(0, np.int64)
-        )
+        served = np.zeros(0, np.int64) if exclude is None else np.asarray(exclude, np.int64)
         timer.lap("history")
 
         cold = len(history) == 0
@@ -530,8 +528,6 @@ class FeedService:
         items = explain_items(order, kept, in_net, probs, breakdown, self.vocab, self.scoring, now)
         timer.lap("score")
 
-        if session_id and s.writes_enabled and items:
-            self.store.mark_served(user_id, [it.post_id for it in items], session_id, served_at=now)
         return FeedResult(
             user_id=user_id,
             now=now,

@@ -152,6 +152,10 @@ class ServeSettings(BaseSettings):
         (default 5,000).
       served_retention_s: served rows older than this are deleted (default 2 days; None = keep),
         at most once per `cold_start_refresh_s` by the background refresher.
+      cursor_secret: HMAC key of the feed's pagination cursors (>= 16 characters); every server and
+        worker behind one API must share it. None: a random per-process secret and a logged warning.
+      cursor_ttl_s: a feed cursor expires this many seconds after its page was served (default 1 h).
+      cursor_max_ids: most served post ids one cursor carries (1..5000); a longer session drops the oldest.
       max_age_s: drop older posts; None (default) because public datasets span years.
       disabled_filters: filter names to skip (see `FilterName`).
       engagement_actions: which actions make an event enter the model's history. None = the rule the
@@ -226,6 +230,9 @@ class ServeSettings(BaseSettings):
     seen_limit: PositiveInt | None = 5000
     served_limit: PositiveInt | None = 5000
     served_retention_s: PositiveInt | None = 2 * 86_400
+    cursor_secret: SecretStr | None = None
+    cursor_ttl_s: PositiveInt = 3600
+    cursor_max_ids: Annotated[int, Field(ge=1, le=5000)] = 1000
 
     max_age_s: PositiveInt | None = None
     disabled_filters: tuple[str, ...] = ()
@@ -278,6 +285,13 @@ class ServeSettings(BaseSettings):
             return None
         if len(v.get_secret_value()) < MIN_API_KEY_LENGTH:
             raise ValueError(f"api_key must be at least {MIN_API_KEY_LENGTH} characters")
+        return v
+
+    @field_validator("cursor_secret")
+    @classmethod
+    def _cursor_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode("utf-8")) < MIN_API_KEY_LENGTH:
+            raise ValueError(f"cursor_secret must be at least {MIN_API_KEY_LENGTH} bytes")
         return v
 
     @field_validator("api_keys")
@@ -363,6 +377,7 @@ class ServeSettings(BaseSettings):
         """The settings as JSON-ready values, the key masked (for logs and `/healthz`)."""
         out = self.model_dump(mode="json")
         out["api_key"] = None if self.api_key is None else "***"
+        out["cursor_secret"] = None if self.cursor_secret is None else "***"
         out["api_keys"] = [{"name": k.name, "scopes": [s.value for s in k.scopes]} for k in self.api_keys]
         return out
 

@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from phoenix_recsys.serve.api.access import KeyRing, RateLimiter
+from phoenix_recsys.serve.api.cursor import CursorCodec
 from phoenix_recsys.serve.api.metrics import MAX_BODY_BYTES, Metrics, _ObserveMiddleware
 from phoenix_recsys.serve.api.routes import (
     admin_router,
@@ -125,6 +126,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.keys = KeyRing.from_settings(settings)
+    app.state.cursors = CursorCodec.from_settings(settings)
     app.state.rate_limiter = (
         None if settings.rate_limit_per_s is None else RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     )
