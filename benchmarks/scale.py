@@ -11,7 +11,9 @@ errors, server RSS, start-up time, and feed latency against the user's lifetime 
 Size: `PHOENIX_SCALE_SIZE=USERSxPOSTSxEVENTS` (default the issue's 100000x1000000x10000000), heavy
 users `PHOENIX_SCALE_HEAVY=NxEVENTS` (default 20x100000), seconds per concurrency
 `PHOENIX_SCALE_DURATION` (default 20), the most seconds the server may take to get ready
-`PHOENIX_SCALE_START_TIMEOUT` (default 1800). The store is seeded first in a process of its own
+`PHOENIX_SCALE_START_TIMEOUT` (default 1800), server worker processes `PHOENIX_SCALE_WORKERS` (default 1;
+`serve --workers N`) and ranking micro-batch window `PHOENIX_SCALE_RANK_BATCH_MS` (default 0: off; passed as
+the serve setting rank_batch_window_ms); both are recorded in the JSON. The store is seeded first in a process of its own
 (timed), so the server's ready time is the corpus index from nothing plus warm-up. Long: not in `make bench`; run `phoenix-recsys bench run scale`.
 """
 
@@ -51,10 +53,25 @@ def _size() -> ScaleConfig:
 
 
 def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident MiB of `pid` plus all its descendants (with `--workers N` the workers are children)."""
+    return sum(_rss_by_process(pid).values())
+
+
+def _rss_by_process(pid: int) -> dict[int, float]:
+    """Resident MiB of `pid` and of each of its descendants, by pid."""
+    out: dict[int, float] = {}
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[p] = int(line.split()[1]) / 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
 
 
 def _drive(port: int | list[int], users: dict[str, np.ndarray], threads: int, duration_s: float,
@@ -152,6 +169,10 @@ def run() -> dict:
     """Build the world and bundle, start the server, drive it; returns the result."""
     cfg = _size()
     duration = float(os.environ.get("PHOENIX_SCALE_DURATION", "20"))
+    workers = int(os.environ.get("PHOENIX_SCALE_WORKERS", "1"))
+    batch_ms = float(os.environ.get("PHOENIX_SCALE_RANK_BATCH_MS", "0"))
+    if workers < 1 or batch_ms < 0:
+        raise ValueError(f"PHOENIX_SCALE_WORKERS must be >= 1 and PHOENIX_SCALE_RANK_BATCH_MS >= 0; got {workers}, {batch_ms}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
@@ -171,7 +192,8 @@ def run() -> dict:
         load = {"start": os.getloadavg()[0]}
         cmd = [sys.executable, "-m", "phoenix_recsys.cli.main", "serve", str(root / "bundle"), "--data", str(root / "world"),
                "--store", str(root / "store.sqlite"), "--port", str(port), "--read-only", "--public-reads",
-               "--log-level", "warning"]  # fmt: skip  (reads need a key unless --public-reads)
+               "--log-level", "warning", "--workers", str(workers)]  # fmt: skip  (reads need a key unless --public-reads)
+        env = {**env, "PHOENIX_RANK_BATCH_WINDOW_MS": str(batch_ms)}
         start_timeout = float(os.environ.get("PHOENIX_SCALE_START_TIMEOUT", "1800"))
         proc, ready_s = start_server(cmd, env, port, root / "server.log", timeout_s=start_timeout)
         load["ready"] = os.getloadavg()[0]
@@ -187,7 +209,8 @@ def run() -> dict:
             }
             _drive(port, users, 2, min(10.0, duration), seed=99)  # warm caches (SQLite pages, FAISS)
             rows = [_drive(port, users, c, duration, seed=c) for c in CONCURRENCY]
-            rss = _rss_mib(proc.pid)
+            rss_by = _rss_by_process(proc.pid)
+            rss = sum(rss_by.values())
             load["end"] = os.getloadavg()[0]
         finally:
             proc.terminate()
@@ -202,9 +225,10 @@ def run() -> dict:
     for r in rows:
         r.pop("_samples")
     return {"settings": {"users": cfg.users, "posts": cfg.posts, "events": cfg.events, "heavy_users": cfg.heavy_users,
-                         "heavy_events": cfg.heavy_events, "duration_s": duration, "k": K, "workers": 1},
+                         "heavy_events": cfg.heavy_events, "duration_s": duration, "k": K, "workers": workers, "rank_batch_window_ms": batch_ms},
             "world": world, "seed_s": seed_s, "server_ready_s": ready_s, "index_kind": health.get("index_kind"),
-            "index_posts": health.get("index_posts"), "load_avg_1m": load, "server_rss_mib": rss, "rows": rows,
+            "index_posts": health.get("index_posts"), "load_avg_1m": load, "server_rss_mib": rss,
+            "server_rss_mib_by_process": [round(v) for v in rss_by.values()], "rows": rows,
             "cost_vs_history": by_len}  # fmt: skip
 
 
@@ -257,7 +281,9 @@ def table(result: dict) -> str:
             f"({s['heavy_users']} heavy users with {s['heavy_events']:,} events), generated in "
             f"{result['world']['seconds']:.0f} s; {_start_text(result)}, RSS {result['server_rss_mib']:.0f} MiB; "
             f"{s['duration_s']:.0f} s per "
-            f"concurrency, one worker. Run as `PHOENIX_SCALE_HEAVY={s['heavy_users']}x{s['heavy_events']} "
+            f"concurrency, {s.get('workers', 1)} worker(s), ranking micro-batch window "
+            f"{s.get('rank_batch_window_ms', 0):g} ms. Run as `PHOENIX_SCALE_WORKERS={s.get('workers', 1)} "
+            f"PHOENIX_SCALE_RANK_BATCH_MS={s.get('rank_batch_window_ms', 0):g} PHOENIX_SCALE_HEAVY={s['heavy_users']}x{s['heavy_events']} "
             f"PHOENIX_SCALE_DURATION={s['duration_s']:.0f} phoenix-recsys bench run scale --size "
             f"{s['users']}x{s['posts']}x{s['events']}`.\n\n")  # fmt: skip
     rows = [[r["concurrency"], f"{r['requests_per_s']:.1f}", r["errors"]]

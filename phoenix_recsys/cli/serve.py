@@ -193,6 +193,15 @@ def _serve_workers(
     _notifier(settings.log_format is LogFormat.JSON)(f"loading {bundle} (seeding and indexing once for {workers} workers) ...")
     prepare(spec)
     os.environ[SPEC_ENV] = spec.to_env()
+    if settings.cursor_secret is None:
+        # One random secret for this server's workers (inherited through the environment, never in the
+        # spec), so a feed cursor issued by one worker is accepted by the others; not across restarts.
+        import secrets
+
+        os.environ["PHOENIX_CURSOR_SECRET"] = secrets.token_urlsafe(32)
+        _notifier(settings.log_format is LogFormat.JSON)(
+            "cursor_secret not set: feed cursors use a random secret shared by these workers only"
+        )
     os.environ["PHOENIX_WORKER_LOG_LEVEL"] = log_level  # read by each worker's app_factory
     uvicorn.run(
         "phoenix_recsys.serve.workers:app_factory", factory=True, host=settings.host, port=settings.port,

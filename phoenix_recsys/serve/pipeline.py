@@ -25,7 +25,9 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,7 @@ from phoenix_recsys.serve.types import (
     PostStatus,
     RankCandidate,
     RankedCandidate,
+    RankingUnavailable,
     RankResult,
     Relation,
     RetrievedPost,
@@ -84,7 +87,7 @@ _log = logging.getLogger(__name__)
 #: are refused, since one far-future timestamp would move the data clock for good.
 MAX_FUTURE_S = 86_400
 
-__all__ = ["EventsResult", "FeedItem", "FeedResult", "FeedService", "HistoryEvent", "IndexInfo", "InvalidRequest", "MAX_FUTURE_S", "ModelRuntime", "NewEvent", "NewPost", "RankCandidate", "RankResult", "RankedCandidate", "Relation", "RetrieveResult", "RetrievedPost", "Unsupported", "apply_process_settings", "candidate_buckets", "cold_start_sources", "explain_items", "feed_scoring_config", "hydrate", "in_network_source", "index_fingerprint", "out_of_network_source", "padded_size", "rank_candidates", "score_feed", "seed_store"]
+__all__ = ["EventsResult", "FeedItem", "FeedResult", "FeedService", "HistoryEvent", "IndexInfo", "InvalidRequest", "MAX_FUTURE_S", "ModelRuntime", "NewEvent", "NewPost", "RankCandidate", "RankResult", "RankingUnavailable", "RankedCandidate", "Relation", "RetrieveResult", "RetrievedPost", "Unsupported", "apply_process_settings", "candidate_buckets", "cold_start_sources", "explain_items", "feed_scoring_config", "hydrate", "in_network_source", "index_fingerprint", "out_of_network_source", "padded_size", "rank_candidates", "score_feed", "seed_store"]
 
 
 class _Timer:
@@ -181,6 +184,10 @@ class FeedService:
                 runtime, window_s=settings.rank_batch_window_ms / 1e3, max_requests=settings.rank_batch_max_requests
             )
         self.predict = runtime.predict if self.batcher is None else self.batcher.predict
+        # Candidate sources run here so each can be given up on at its budget. A source past its
+        # budget keeps its thread until it returns (Python cannot stop a thread), so the pool is
+        # wide: a hung store fills it, and then every source times out instead of every request.
+        self._sources_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="feed-source")
         self.cold_start = ColdStartCache(
             store,
             ColdStartConfig(
@@ -317,6 +324,7 @@ class FeedService:
                 self.batcher.close()
             if self.follower is not None:
                 self.follower.stop(snapshot=True)
+            self._sources_pool.shutdown(wait=False, cancel_futures=True)
         finally:
             self.store.close()
 
@@ -429,15 +437,15 @@ class FeedService:
         return self.store.seen_posts(user_id, since=since, limit=s.seen_limit)
 
     # -- reads ----------------------------------------------------------------------------------
-    def feed(self, user_id: int, k: int, *, now: int | None = None, session_id: str | None = None) -> FeedResult:
+    def feed(self, user_id: int, k: int, *, now: int | None = None, exclude: Sequence[int] | None = None) -> FeedResult:
         """The "For You" feed of `user_id`: top `k` posts with per-item explanations.
 
         Args:
           user_id: the viewer; an unknown user gets a cold-start feed (popular + fresh), not an error.
           k: page size, 1..`settings.max_k`.
           now: request time (default: `settings.clock`).
-          session_id: pagination: posts served earlier in this session are filtered out, and this
-            page's posts are recorded as served (unless the service is read-only).
+          exclude: pagination: posts served on earlier pages (from the API's signed cursor), filtered
+            out as `served_in_session`. Nothing is written: a feed is a pure read.
 
         Returns:
           `FeedResult`.
@@ -455,20 +463,39 @@ class FeedService:
         followed = self.store.followed_authors(user_id)
         seen = self.seen_set(user_id, now)
         blocked = self._hidden_authors(user_id)
-        served = (
-            self.store.served_posts(user_id, session_id, limit=s.served_limit) if session_id else np.zeros(0, np.int64)
-        )
+        served = np.zeros(0, np.int64) if exclude is None else np.asarray(exclude, np.int64)
         timer.lap("history")
 
         cold = len(history) == 0
         authors = cap_followed(followed, history.author_ids, s.in_network_max_authors)
-        parts = [in_network_source(self.store, authors, limit=s.in_network_limit, per_author_cap=s.in_network_per_author)]
-        if cold or self.index is None:
-            parts.append(self.cold_start.candidates())
+        index = self.index
+        jobs: dict[str, tuple[Callable[[], Candidates], float | None]] = {
+            "in_network": (
+                lambda: in_network_source(
+                    self.store, authors, limit=s.in_network_limit, per_author_cap=s.in_network_per_author
+                ),
+                s.source_budget_in_network_ms,
+            )
+        }
+        early: list[dict[str, str]] = []
+        if cold or index is None:
+            jobs["cold_start"] = (self.cold_start.candidates, None)  # an in-memory snapshot: no budget
         else:
-            emb = self.runtime.user_embedding(self.runtime.context(user_id, history, for_retrieval=True))
-            parts.append(out_of_network_source(self.index, emb, limit=s.out_of_network_limit, exclude=seen))
-        candidates = Candidates.concat(parts)
+            # The embedding runs here, outside the budget: a cold jit compile (warm-up off) takes
+            # seconds and must not cost the first feed its out-of-network posts.
+            try:
+                emb = self.runtime.user_embedding(self.runtime.context(user_id, history, for_retrieval=True))
+            except Exception as exc:  # without an embedding there is no ANN query: skip that source only
+                _log.warning("user embedding failed; serving without out-of-network posts", exc_info=True)
+                early.append({"stage": "out_of_network", "reason": "error", "detail": type(exc).__name__})
+            else:
+                jobs["out_of_network"] = (
+                    lambda: out_of_network_source(index, emb, limit=s.out_of_network_limit, exclude=seen),
+                    s.source_budget_out_of_network_ms,
+                )
+        parts, degraded = self._run_sources(jobs)
+        degraded = early + degraded
+        candidates = Candidates.concat(parts) if parts else Candidates.empty()
         src_names, src_counts = np.unique(candidates.source.astype(str), return_counts=True)
         sources = {str(n): int(c) for n, c in zip(src_names, src_counts, strict=True)}
         timer.lap("sources")
@@ -484,9 +511,16 @@ class FeedService:
 
         in_net = kept.in_network(followed)
         context = self.runtime.context(user_id, history)
-        probs = rank_candidates(
-            self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface, predict=self.predict
-        )
+        try:
+            probs = rank_candidates(
+                self.runtime, context, kept, in_network=in_net, now=now, product_surface=s.product_surface,
+                predict=self.predict,
+            )  # fmt: skip
+        except (InvalidRequest, StoreUnavailableError):
+            raise
+        except Exception as exc:  # no feed without the ranker: a 503 naming it, not a 500 trace
+            _log.error("ranking failed for a feed request", exc_info=True)
+            raise RankingUnavailable(f"the ranking model failed on this request ({type(exc).__name__})") from exc
         timer.lap("rank")
 
         breakdown = score_feed(probs, kept, in_net, self.vocab, self.scoring)
@@ -494,8 +528,6 @@ class FeedService:
         items = explain_items(order, kept, in_net, probs, breakdown, self.vocab, self.scoring, now)
         timer.lap("score")
 
-        if session_id and s.writes_enabled and items:
-            self.store.mark_served(user_id, [it.post_id for it in items], session_id, served_at=now)
         return FeedResult(
             user_id=user_id,
             now=now,
@@ -506,7 +538,44 @@ class FeedService:
             ranked=len(kept),
             items=items,
             timings_ms=timer.total(),
+            degraded=tuple(degraded),
         )
+
+    def _run_sources(
+        self, jobs: Mapping[str, tuple[Callable[[], Candidates], float | None]]
+    ) -> tuple[list[Candidates], list[dict[str, str]]]:
+        """Run the candidate sources concurrently; skip any that raises or is not done at its budget.
+
+        Each budget counts from dispatch, so the sources' budgets overlap rather than add up. A
+        budget of None runs the source inline (no thread hop) and only catches its errors.
+
+        Returns:
+          The candidates of the sources that finished, in `jobs` order, and one
+          `{stage, reason, detail}` per skipped source.
+        """
+        t0 = time.monotonic()
+        futures: dict[str, Future[Candidates]] = {
+            name: self._sources_pool.submit(fn) for name, (fn, budget) in jobs.items() if budget is not None
+        }
+        parts: list[Candidates] = []
+        degraded: list[dict[str, str]] = []
+        for name, (fn, budget_ms) in jobs.items():
+            try:
+                if budget_ms is None:
+                    parts.append(fn())
+                else:
+                    left = budget_ms / 1e3 - (time.monotonic() - t0)
+                    parts.append(futures[name].result(timeout=max(left, 0.0)))
+            except FutureTimeout:
+                futures[name].cancel()  # drops it if it never started; a running one finishes unseen
+                degraded.append({"stage": name, "reason": "timeout", "detail": f"budget {budget_ms:g} ms"})
+            except Exception as exc:  # a failing source costs its candidates, not the feed
+                degraded.append({"stage": name, "reason": "error", "detail": type(exc).__name__})
+                _log.warning("feed source %s failed; serving without it", name, exc_info=True)
+        for d in degraded:
+            if d["reason"] == "timeout":
+                _log.warning("feed source %s skipped: %s", d["stage"], d["detail"])
+        return parts, degraded
 
     def rank(
         self,

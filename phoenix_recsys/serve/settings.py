@@ -148,10 +148,14 @@ class ServeSettings(BaseSettings):
       seen_window_s / seen_limit: the seen set a feed excludes is the last `seen_window_s` seconds
         (default 90 days; None = lifetime) and at most the `seen_limit` most recent impressions and
         engagements each (default 5,000), so a user's cost does not grow with their lifetime.
-      served_limit: pagination reads at most this many most recently served posts of the session
-        (default 5,000).
+      served_limit: legacy, kept so existing configs load: the feed no longer reads served rows
+        (pagination is the signed cursor, see `cursor_*`); default 5,000.
       served_retention_s: served rows older than this are deleted (default 2 days; None = keep),
         at most once per `cold_start_refresh_s` by the background refresher.
+      cursor_secret: HMAC key of the feed's pagination cursors (>= 16 characters); every server and
+        worker behind one API must share it. None: a random per-process secret and a logged warning.
+      cursor_ttl_s: a feed cursor expires this many seconds after its page was served (default 1 h).
+      cursor_max_ids: most served post ids one cursor carries (1..5000); a longer session drops the oldest.
       max_age_s: drop older posts; None (default) because public datasets span years.
       disabled_filters: filter names to skip (see `FilterName`).
       engagement_actions: which actions make an event enter the model's history. None = the rule the
@@ -182,6 +186,11 @@ class ServeSettings(BaseSettings):
       store_multi_writer: open the SQLite store in multi-writer mode, for several server or worker
         processes on one file (each keeps its index current through the follower); `serve --workers`
         sets it. Without it a second writer process is refused once the store's file lock is in place.
+      source_budget_in_network_ms / source_budget_out_of_network_ms: time budget of each feed
+        candidate source (default 1000 ms each; on a CPU box a source takes a few ms, the 1M-post
+        scale run's whole feed p99 was 51 ms). A source that raises or is still running at its budget
+        is skipped: the feed is served from the other sources and names it under `degraded`. The
+        out-of-network budget covers the ANN search, not the user embedding (model work, like ranking).
       log_format: `text` (default) or `json`: every log line of `serve` (access log included) is
         one JSON object (`serve.logs`).
       server_id: this server's name in snapshot files (default `<hostname>-<port>`; workers add
@@ -221,6 +230,9 @@ class ServeSettings(BaseSettings):
     seen_limit: PositiveInt | None = 5000
     served_limit: PositiveInt | None = 5000
     served_retention_s: PositiveInt | None = 2 * 86_400
+    cursor_secret: SecretStr | None = None
+    cursor_ttl_s: PositiveInt = 3600
+    cursor_max_ids: Annotated[int, Field(ge=1, le=5000)] = 1000
 
     max_age_s: PositiveInt | None = None
     disabled_filters: tuple[str, ...] = ()
@@ -249,6 +261,8 @@ class ServeSettings(BaseSettings):
     index_snapshot_every_posts: PositiveInt | None = 10_000
     server_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     log_format: LogFormat = LogFormat.TEXT
+    source_budget_in_network_ms: float = Field(1000.0, gt=0, le=60_000)
+    source_budget_out_of_network_ms: float = Field(1000.0, gt=0, le=60_000)
 
     @field_validator("host")
     @classmethod
@@ -271,6 +285,13 @@ class ServeSettings(BaseSettings):
             return None
         if len(v.get_secret_value()) < MIN_API_KEY_LENGTH:
             raise ValueError(f"api_key must be at least {MIN_API_KEY_LENGTH} characters")
+        return v
+
+    @field_validator("cursor_secret")
+    @classmethod
+    def _cursor_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode("utf-8")) < MIN_API_KEY_LENGTH:
+            raise ValueError(f"cursor_secret must be at least {MIN_API_KEY_LENGTH} bytes")
         return v
 
     @field_validator("api_keys")
@@ -356,6 +377,7 @@ class ServeSettings(BaseSettings):
         """The settings as JSON-ready values, the key masked (for logs and `/healthz`)."""
         out = self.model_dump(mode="json")
         out["api_key"] = None if self.api_key is None else "***"
+        out["cursor_secret"] = None if self.cursor_secret is None else "***"
         out["api_keys"] = [{"name": k.name, "scopes": [s.value for s in k.scopes]} for k in self.api_keys]
         return out
 

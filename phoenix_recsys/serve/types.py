@@ -36,6 +36,10 @@ class InvalidRequest(ValueError):
         self.ctx = dict(ctx or {})
 
 
+class RankingUnavailable(RuntimeError):
+    """The ranking model failed on this request; the API answers 503 `ranking_unavailable`."""
+
+
 class Unsupported(RuntimeError):
     """The loaded bundle cannot serve this request (e.g. retrieval without a retrieval model)."""
 
@@ -156,6 +160,8 @@ class FeedResult:
       ranked: candidates the model scored.
       items: the page, best first.
       timings_ms: stage -> milliseconds.
+      degraded: the candidate sources skipped for this page, each `{stage, reason, detail}` with
+        reason `error` (it raised; detail = the exception type) or `timeout` (past its budget).
     """
 
     user_id: int
@@ -167,6 +173,7 @@ class FeedResult:
     ranked: int
     items: tuple[FeedItem, ...]
     timings_ms: dict[str, float]
+    degraded: tuple[dict[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -61,6 +61,12 @@ def test_two_workers_follow_each_other(workers):
         assert b.put(f"/v1/users/{user}/blocks/{author}", headers=AUTH).status_code == 200
         after = a.post("/v1/feed", json={"user_id": user, "k": 100}).json()["items"]
         assert after and author not in {i["author_id"] for i in after}
+        # A feed cursor from one worker pages on the other (no cursor_secret set: the parent gave both
+        # workers one random secret), and page 2 skips page 1.
+        p1 = a.post("/v1/feed", json={"user_id": user, "k": 10}).json()
+        r = b.post("/v1/feed", json={"user_id": user, "k": 10, "cursor": p1["next_cursor"]})
+        assert r.status_code == 200, r.text
+        assert not {i["post_id"] for i in p1["items"]} & {i["post_id"] for i in r.json()["items"]}
     finally:
         for c in clients.values():
             c.close()

@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from phoenix_recsys.serve.api.access import KeyRing, RateLimiter
+from phoenix_recsys.serve.api.cursor import CursorCodec
 from phoenix_recsys.serve.api.metrics import MAX_BODY_BYTES, Metrics, _ObserveMiddleware
 from phoenix_recsys.serve.api.routes import (
     admin_router,
@@ -42,7 +43,7 @@ from phoenix_recsys.serve.api.routes import (
 from phoenix_recsys.serve.api.schemas import INT64_MAX
 from phoenix_recsys.serve.api.strict import validation_error_handler
 from phoenix_recsys.serve.explorer import mount_explorer
-from phoenix_recsys.serve.pipeline import FeedService, InvalidRequest, Unsupported
+from phoenix_recsys.serve.pipeline import FeedService, InvalidRequest, RankingUnavailable, Unsupported
 from phoenix_recsys.serve.settings import ServeSettings
 from phoenix_recsys.serve.store import StoreUnavailableError
 
@@ -78,6 +79,13 @@ def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     The service keeps running and reconnects by itself; `Retry-After` says when to try again.
     """
     detail = {"type": "store_unavailable", "msg": str(exc)}
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": "1"})  # fmt: skip
+
+
+def _ranking_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """The ranker failed (the log has the trace): 503 `ranking_unavailable`, which a client may retry."""
+    detail = {"type": "ranking_unavailable", "msg": str(exc)}
     return JSONResponse({"detail": detail}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
                         headers={"Retry-After": "1"})  # fmt: skip
 
@@ -118,6 +126,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.keys = KeyRing.from_settings(settings)
+    app.state.cursors = CursorCodec.from_settings(settings)
     app.state.rate_limiter = (
         None if settings.rate_limit_per_s is None else RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     )
@@ -131,6 +140,7 @@ def create_app(
     app.state.reload_keys = reload_keys
     app.add_exception_handler(InvalidRequest, _invalid_request)
     app.add_exception_handler(Unsupported, _unsupported)
+    app.add_exception_handler(RankingUnavailable, _ranking_unavailable)
     app.add_exception_handler(sqlite3.OperationalError, _store_error)
     app.add_exception_handler(StoreUnavailableError, _store_unavailable)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

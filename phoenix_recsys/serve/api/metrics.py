@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -56,6 +56,10 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.stages = Summary("phoenix_feed_stage_seconds", "Time spent in each feed pipeline stage.", ["stage"], registry=r)
+        self.degraded = Counter(
+            "phoenix_feed_degraded", "Feed candidate sources skipped (raised or past budget).", ["stage", "reason"],
+            registry=r,
+        )
         self.up = Gauge("phoenix_up", "1 while the server answers.", registry=r)
         self.up.set(1)
         Gauge("phoenix_start_time_seconds", "Server start, seconds since the epoch.", registry=r).set(round(self.started, 3))
@@ -76,6 +80,11 @@ class Metrics:
         """Record one feed request's per-stage milliseconds."""
         for stage, ms in timings_ms.items():
             self.stages.labels(stage).observe(ms / 1e3)
+
+    def observe_degraded(self, degraded: Sequence[Mapping[str, str]]) -> None:
+        """Count the candidate sources one feed request skipped."""
+        for d in degraded:
+            self.degraded.labels(d["stage"], d["reason"]).inc()
 
     def render(self, index_posts: int | None) -> bytes:
         """Prometheus text exposition of the registry, the index size gauge refreshed first."""

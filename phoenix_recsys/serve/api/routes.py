@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from phoenix_recsys.serve.api.cursor import CursorCodec, CursorError
 from phoenix_recsys.serve.api.deps import (
     AdminAccess,
     AdminWriteAccess,
@@ -38,7 +40,7 @@ from phoenix_recsys.serve.api.schemas import (
     _actions_dict,
 )
 from phoenix_recsys.serve.api.strict import StrictJSONRoute
-from phoenix_recsys.serve.pipeline import NewEvent, NewPost, RankCandidate, Relation
+from phoenix_recsys.serve.pipeline import InvalidRequest, NewEvent, NewPost, RankCandidate, Relation
 
 feed_router = APIRouter(prefix="/v1", tags=["feed"], route_class=StrictJSONRoute)
 rank_router = APIRouter(prefix="/v1", tags=["rank"], route_class=StrictJSONRoute)
@@ -54,14 +56,26 @@ _401 = {401: {"description": "Missing or wrong bearer key."}, 403: {"description
 
 
 @feed_router.post("/feed", response_model=FeedResponse, responses=_422)
-def post_feed(body: FeedRequest, service: ServiceDep, metrics: MetricsDep, _: ReadAccess) -> Any:
+def post_feed(body: FeedRequest, request: Request, service: ServiceDep, metrics: MetricsDep, _: ReadAccess) -> Any:
     """The "For You" feed of a user: top k posts, each with source, probabilities, scores and multipliers.
 
-    An unknown user gets a cold-start feed (popular + fresh posts, ranked by the model).
+    An unknown user gets a cold-start feed (popular + fresh posts, ranked by the model). Pages: pass the
+    response's `next_cursor` as `cursor`; a cursor that is malformed, tampered with, expired or for
+    another user is a 422 naming `cursor`. The feed writes nothing.
     """
-    result = service.feed(body.user_id, body.k, session_id=body.session_id)
+    codec: CursorCodec = request.app.state.cursors
+    served = np.zeros(0, np.int64)
+    if body.cursor is not None:
+        try:
+            served = codec.verify(body.cursor, body.user_id).served
+        except CursorError as e:
+            raise InvalidRequest(("cursor",), str(e), kind="invalid_cursor") from None
+    result = service.feed(body.user_id, body.k, exclude=served)
     metrics.observe_stages(result.timings_ms)
-    return result.to_json()
+    metrics.observe_degraded(result.degraded)
+    out = result.to_json()
+    out["next_cursor"] = codec.issue(body.user_id, [*served.tolist(), *(it.post_id for it in result.items)])
+    return out
 
 
 @rank_router.post("/rank", response_model=RankResponse, responses=_422)

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from phoenix_recsys.serve.api.cursor import MAX_CURSOR_CHARS
 from phoenix_recsys.serve.pipeline import HistoryEvent, Relation
 
 INT64_MAX = 2**63 - 1
@@ -39,10 +40,22 @@ class FeedRequest(_Request):
 
     user_id: Id
     k: int = Field(20, ge=1, description="Page size, at most the server's max_k.")
-    session_id: str | None = Field(
-        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
-        description="Pagination: posts served earlier in this session are skipped.",
+    cursor: str | None = Field(
+        None, min_length=1, max_length=MAX_CURSOR_CHARS, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Pagination: the `next_cursor` of the previous page (same user); its posts are skipped.",
     )
+    session_id: str | None = Field(
+        None, max_length=128, deprecated=True,
+        description="Removed (it wrote served-marks on the read path): always refused; pass `cursor` instead.",
+    )
+
+    @field_validator("session_id")
+    @classmethod
+    def _no_session(cls, v: str | None) -> str | None:
+        # Refused, not ignored: a client that silently lost pagination would repeat posts unnoticed.
+        if v is not None:
+            raise ValueError("session_id pagination was removed; pass the previous page's next_cursor as cursor")
+        return v
 
 
 class HistoryEventIn(_Request):
@@ -171,6 +184,14 @@ class FeedItemPublic(BaseModel):
     original_author_id: int | None = Field(None, description="For a repost: the original post's author.")
 
 
+class DegradedStage(BaseModel):
+    """A candidate source left out of this page."""
+
+    stage: str = Field(description="in_network, out_of_network or cold_start.")
+    reason: str = Field(description="error (it raised) or timeout (past its budget).")
+    detail: str = Field(description="The exception type, or the budget that ran out.")
+
+
 class FeedResponse(BaseModel):
     user_id: int
     now: int
@@ -181,6 +202,10 @@ class FeedResponse(BaseModel):
     ranked: int
     items: list[FeedItemPublic]
     timings_ms: dict[str, float]
+    degraded: list[DegradedStage] = Field(
+        default_factory=list, description="Candidate sources skipped for this page (the rest was served)."
+    )
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page (signed, expires).")
 
 
 class RankedCandidatePublic(BaseModel):
