@@ -13,7 +13,11 @@ one batch, build seconds (train + add, every core), index bytes (serialised size
 Cache (`PHOENIX_ANN_CACHE`, default ~/.cache/phoenix-recsys/ann): the world, the bundle, and the
 `[P, D]` float32 embedding matrix as .npy, so reruns skip the embedding. `python -m benchmarks.ann
 prepare` fills the cache only. Size: `PHOENIX_ANN_POSTS` (default 1000000), `PHOENIX_ANN_QUERIES`
-(default 1000), `PHOENIX_ANN_SINGLE` (queries timed one at a time per point, default 200).
+(default 1000), `PHOENIX_ANN_SINGLE` (queries timed one at a time per point, default 200),
+`PHOENIX_ANN_STRUCTURES` (comma-separated names from `_configs`, e.g. `IVF1024,IVF4096`; default
+all, the slow HNSW builds skipped when over `PHOENIX_ANN_BUDGET_S`, default 1500).
+A run with `PHOENIX_ANN_BUNDLE` writes `results/ann_trained.json`, one without `results/ann.json`;
+the section shows both curves when both files exist.
 Long: not in `make bench`; run `phoenix-recsys bench run ann`.
 """
 
@@ -213,19 +217,31 @@ def _search_stats(
     if truth is not None:
         hits = [np.intersect1d(ids[i], truth[i][truth[i] >= 0]).size for i in range(q.shape[0])]
         out["recall"] = float(np.mean(hits) / K)
+        # The head a feed mostly draws from: exact top-10 found in the ANN's top-10.
+        hits10 = [np.intersect1d(ids[i, :10], truth[i, :10]).size for i in range(q.shape[0])]
+        out["recall10"] = float(np.mean(hits10) / 10)
     return out, ids
 
 
 def _configs() -> list[dict[str, Any]]:
     """The structures swept, cheapest build first (later ones are skipped when over the budget)."""
-    return [
-        {"name": "IVF1024,Flat", "kind": "ivf", "nlist": 1024, "params": [4, 8, 16, 32, 64, 128]},
-        {"name": "IVF4096,Flat", "kind": "ivf", "nlist": 4096, "params": [8, 16, 32, 64, 128, 256]},
+    every = [
+        {"name": "IVF1024,Flat", "kind": "ivf", "nlist": 1024, "params": [4, 8, 16, 32, 64, 128, 256]},
+        {"name": "IVF4096,Flat", "kind": "ivf", "nlist": 4096, "params": [8, 16, 32, 64, 128, 256, 512]},
         {"name": "HNSW16 efC40", "kind": "hnsw", "m": 16, "efc": 40, "params": [100, 160, 256, 400, 640]},
         {"name": "HNSW32 efC40", "kind": "hnsw", "m": 32, "efc": 40, "params": [100, 160, 256, 400, 640]},
         {"name": "HNSW32 efC100", "kind": "hnsw", "m": 32, "efc": 100, "params": [100, 160, 256, 400, 640]},
         {"name": "HNSW16 efC100", "kind": "hnsw", "m": 16, "efc": 100, "params": [100, 160, 256, 400, 640]},
     ]
+    want = os.environ.get("PHOENIX_ANN_STRUCTURES")
+    if not want:
+        return every
+    names = [w.strip() for w in want.split(",") if w.strip()]
+    # "IVF1024" names "IVF1024,Flat" (the comma separates names here).
+    picked = [c for c in every if c["name"] in names or c["name"].split(",")[0] in names]
+    if len(picked) != len(names):
+        raise SystemExit(f"PHOENIX_ANN_STRUCTURES={want!r}: known names {[c['name'] for c in every]}")
+    return picked
 
 
 def _build(cfg: dict[str, Any], xb: np.ndarray) -> tuple[Any, float, float]:
@@ -265,6 +281,7 @@ def run() -> dict[str, Any]:
     budget = float(os.environ.get("PHOENIX_ANN_BUDGET_S", "1500"))
     n_single = _env_int("PHOENIX_ANN_SINGLE", 200)
     t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
     threads = os.cpu_count() or 1
     faiss.omp_set_num_threads(threads)  # builds and batched searches use every core
     p = prepare()
@@ -274,6 +291,10 @@ def run() -> dict[str, Any]:
     exact = faiss.IndexFlatIP(xb.shape[1])
     exact.add(xb)
     ex, truth = _search_stats(exact, q, None, n_single)
+    # How flat the exact ranking is: mean inner product at ranks 1, 10, 100, 1000. A tail near the
+    # bulk's level means the top-100 past the head is decided by small differences (hard for any ANN).
+    top_scores, _ = exact.search(q[:200], 1000)
+    ex["score_at_rank"] = {str(r): float(top_scores[:, r - 1].mean()) for r in (1, 10, 100, 1000)}
     ex.update(name="Flat (exact)", kind="flat", param=None, recall=1.0, build_s=0.0,
               index_mib=xb.nbytes / 2**20)  # fmt: skip
     print(f"exact: {ex['qps_single']:.1f} q/s single, {ex['qps_batch']:.1f} q/s batched", file=sys.stderr, flush=True)
@@ -308,7 +329,8 @@ def run() -> dict[str, Any]:
         "settings": {"posts": int(xb.shape[0]), "dim": int(xb.shape[1]), "queries": int(q.shape[0]), "k": K,
                      "single_queries": n_single, "threads": threads, "budget_s": budget,
                      "bundle": "trained: " + str(p["bundle"]) if p["trained"] else "untrained default-size bundle",
-                     "embed_seconds": p["embed_seconds"]},
+                     "embed_seconds": p["embed_seconds"], "trained": p["trained"],
+                     "load": f"{load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end"},
         "exact": ex, "points": points, "skipped": skipped, "chosen": chosen,
         "from_nothing": _from_nothing(xb, p["embed_seconds"]),
         "seconds": time.perf_counter() - t_start,
@@ -345,7 +367,7 @@ def _from_nothing(xb: np.ndarray, embed_s: float) -> dict[str, Any]:
     return out
 
 
-def _plot(result: dict[str, Any]) -> Any:
+def _plot(result: dict[str, Any], name: str) -> Any:
     """recall@K vs single-query q/s, one line per structure; returns the Figure (also saved as PNG)."""
     import matplotlib
 
@@ -364,33 +386,55 @@ def _plot(result: dict[str, Any]) -> Any:
     ax.axhline(0.95, color="grey", ls="--", lw=0.8)
     ax.axvline(10 * ex, color="grey", ls=":", lw=0.8, label=f"10x exact ({10 * ex:.0f} q/s)")
     ax.set(xscale="log", xlabel="queries/s, one query at a time", ylabel=f"recall@{K} vs exact",
-           title=f"ANN at {result['settings']['posts']:,} posts, D={result['settings']['dim']}")  # fmt: skip
+           title=f"ANN at {result['settings']['posts']:,} posts, D={result['settings']['dim']}"
+                 + (", trained" if result["settings"].get("trained") else ", untrained"))  # fmt: skip
     ax.legend(fontsize=7)
     fig.tight_layout()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS_DIR / "ann_recall_qps.png", dpi=100)
+    fig.savefig(RESULTS_DIR / f"{name}_recall_qps.png", dpi=100)
     return fig
 
 
+def _result_name(trained: bool) -> str:
+    return "ann_trained" if trained else "ann"
+
+
 def table(result: dict[str, Any]) -> str:
-    """Markdown: the curve, the chosen point, and CorpusIndex's default built from nothing."""
+    """Markdown: the untrained and the trained curve (this run's, and the other's from its JSON)."""
+    out = []
+    for trained, label in ((False, "Untrained bundle"), (True, "Trained bundle")):
+        r = result if bool(result["settings"].get("trained")) == trained else None
+        path = RESULTS_DIR / f"{_result_name(trained)}.json"
+        if r is None and path.is_file():
+            r = json.loads(path.read_text())
+        if r is not None:
+            out.append(f"### {label}\n\n{_one_table(r)}")
+    return "\n\n".join(out)
+
+
+def _one_table(result: dict[str, Any]) -> str:
+    """Markdown for one run: the curve, the chosen point, and CorpusIndex's default built from nothing."""
     s, ex = result["settings"], result["exact"]
+    load = f" 1-minute load average {s['load']}." if s.get("load") else ""
+    if ex.get("score_at_rank"):
+        load += (" Exact inner product (mean over 200 queries) at rank 1 / 10 / 100 / 1000: "
+                 + " / ".join(f"{v:.3f}" for v in ex["score_at_rank"].values()) + ".")
     head = (f"{s['posts']:,} posts, D = {s['dim']}, {s['queries']} user-tower queries, k = {s['k']}, "
             f"{s['bundle']}; single-query q/s over {s['single_queries']} queries; builds with {s['threads']} "
             f"FAISS threads. Exact (IndexFlatIP): {ex['qps_single']:.1f} q/s single "
-            f"({ex['ms_single']:.1f} ms), {ex['qps_batch']:.0f} q/s batched.\n\n")  # fmt: skip
+            f"({ex['ms_single']:.1f} ms), {ex['qps_batch']:.0f} q/s batched.{load}\n\n")  # fmt: skip
     rows = []
     for p in result["points"]:
         rows.append([p["name"], ("efSearch " if p["kind"] == "hnsw" else "nprobe ") + str(p["param"]),
-                     f"{p['recall']:.3f}", f"{p['qps_single']:.0f}", f"{p['qps_single'] / ex['qps_single']:.1f}x",
+                     f"{p['recall']:.3f}", f"{p['recall10']:.3f}" if "recall10" in p else "-", f"{p['qps_single']:.0f}", f"{p['qps_single'] / ex['qps_single']:.1f}x",
                      f"{p['qps_batch']:.0f}", f"{p['build_s']:.0f}", f"{p['index_mib']:.0f}"])  # fmt: skip
-    t = markdown_table(["structure", "search param", f"recall@{K}", "q/s single", "vs exact", "q/s batched",
+    t = markdown_table(["structure", "search param", f"recall@{K}", "recall@10", "q/s single", "vs exact", "q/s batched",
                         "build s", "index MiB"], rows)  # fmt: skip
     c = result["chosen"]
     if c is None:
         pick = "\n\nNo point reached 10x exact single-query q/s on this run."
     else:
-        pick = (f"\n\nChosen: {c['name']}, {'efSearch' if c['kind'] == 'hnsw' else 'nprobe'} {c['param']}: recall "
+        pick = (f"\n\nBest point by the goal rule (this run; the serving default is stated below the section): {c['name']}, {'efSearch' if c['kind'] == 'hnsw' else 'nprobe'} {c['param']}: recall "
                 f"{c['recall']:.3f} at {c['qps_single'] / ex['qps_single']:.1f}x exact q/s, build {c['build_s']:.0f} s"
                 + ("" if c["meets_goal"] else " (does NOT meet recall >= 0.95 at >= 10x; best recall at >= 10x)") + ".")
     if result["skipped"]:
@@ -408,10 +452,11 @@ def main() -> dict[str, Any]:
     result = run()
     import matplotlib.pyplot as plt
 
-    fig = _plot(result)
+    name = _result_name(result["settings"]["trained"])
+    fig = _plot(result, name)
     plt.close(fig)
-    result["plots"] = [str(RESULTS_DIR / "ann_recall_qps.png")]
-    write_result("ann", result)
+    result["plots"] = [str(RESULTS_DIR / f"{name}_recall_qps.png")]
+    write_result(name, result)
     return result
 
 

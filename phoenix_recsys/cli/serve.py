@@ -176,7 +176,7 @@ def _serve_workers(
 
     import uvicorn
 
-    from phoenix_recsys.serve.workers import SPEC_ENV, WorkerSpec, prepare
+    from phoenix_recsys.serve.workers import SPEC_ENV, WorkerSpec, prepare_in_child
 
     overrides = {
         "host": flags["host"], "port": flags["port"],
@@ -191,7 +191,7 @@ def _serve_workers(
         overrides={k: v for k, v in overrides.items() if v is not None},
     )  # fmt: skip
     _notifier(settings.log_format is LogFormat.JSON)(f"loading {bundle} (seeding and indexing once for {workers} workers) ...")
-    prepare(spec)
+    prepare_in_child(spec)
     os.environ[SPEC_ENV] = spec.to_env()
     if settings.cursor_secret is None:
         # One random secret for this server's workers (inherited through the environment, never in the

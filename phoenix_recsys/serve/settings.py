@@ -148,8 +148,8 @@ class ServeSettings(BaseSettings):
       seen_window_s / seen_limit: the seen set a feed excludes is the last `seen_window_s` seconds
         (default 90 days; None = lifetime) and at most the `seen_limit` most recent impressions and
         engagements each (default 5,000), so a user's cost does not grow with their lifetime.
-      served_limit: pagination reads at most this many most recently served posts of the session
-        (default 5,000).
+      served_limit: legacy, kept so existing configs load: the feed no longer reads served rows
+        (pagination is the signed cursor, see `cursor_*`); default 5,000.
       served_retention_s: served rows older than this are deleted (default 2 days; None = keep),
         at most once per `cold_start_refresh_s` by the background refresher.
       cursor_secret: HMAC key of the feed's pagination cursors (>= 16 characters); every server and

@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from phoenix_recsys.serve.workers import WorkerSpec, prepare_in_child
 from phoenix_recsys.testing.servers import AUTH, Server, add_posts
 
 
@@ -70,3 +71,12 @@ def test_two_workers_follow_each_other(workers):
     finally:
         for c in clients.values():
             c.close()
+
+
+
+def test_prepare_in_child_reports_a_failed_child(tmp_path):
+    # Seeding and the index build run in a child process (so the supervising parent never holds the
+    # models or the corpus); a failure there must stop `serve --workers` with a clear error, not start
+    # workers on a half-prepared store.
+    with pytest.raises(RuntimeError, match="exit status"):
+        prepare_in_child(WorkerSpec(bundle=str(tmp_path / "no-such-bundle"), workers=2))

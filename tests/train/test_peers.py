@@ -82,3 +82,13 @@ def test_sasrec_never_attends_to_padding():
     short = net(jnp.array([[0, 0, *items]]), deterministic=True)[0, -1]
     long = net(jnp.array([[0] * 9 + items]), deterministic=True)[0, -1]
     np.testing.assert_allclose(np.asarray(short), np.asarray(long), rtol=1e-5, atol=1e-5)
+
+
+def test_sasrec_records_how_many_epochs_it_trained(world):
+    """The fit record says how many passes over the training users a fit made (what tells an undertrained
+    SASRec from the published 200-epoch recipe)."""
+    seqs = world[4]
+    cfg = {**SMALL["sasrec"], "steps": 6, "batch_size": 20}
+    info = fit_peer("sasrec", seqs, seed=0, config=cfg).describe()
+    assert info["steps_run"] == 6 and info["train_users"] == 120
+    assert info["epochs"] == pytest.approx(6 * 20 / 120)
