@@ -248,7 +248,8 @@ def _build(cfg: dict[str, Any], xb: np.ndarray) -> tuple[Any, float, float]:
     """(index, train seconds, add seconds) for one config."""
     import faiss
 
-    from phoenix_recsys.serve.index.corpus import IndexConfig, IndexKind, _new_faiss_index, _train_ivf
+    from phoenix_recsys.serve.index.config import IndexConfig, IndexKind
+    from phoenix_recsys.serve.index.corpus import _new_faiss_index, _train_ivf
 
     d = xb.shape[1]
     if cfg["kind"] == "hnsw":

@@ -57,7 +57,7 @@ SCRIPT = BLOCKER + textwrap.dedent("""
     except ImportError as e:
         res["plot_error"] = str(e)
     try:
-        import phoenix_recsys.serve.index  # noqa
+        from phoenix_recsys.serve.index import CorpusIndex  # noqa: F401  (loads FAISS on first use)
     except ImportError as e:
         res["serve_error"] = str(e)
     res["loaded"] = sorted(m for m in ("fastapi", "uvicorn", "faiss", "matplotlib") if m in sys.modules)

@@ -3,36 +3,28 @@
 import importlib
 from typing import Any
 
-from phoenix_recsys.serve.filters import (
-    FILTER_ORDER,
-    SOURCE_FRESH,
-    SOURCE_IN_NETWORK,
-    SOURCE_OUT_OF_NETWORK,
-    SOURCE_POPULAR,
-    Candidates,
-    FilterConfig,
-    FilterContext,
-    FilterName,
-    apply_filters,
-)
-from phoenix_recsys.serve.index import CorpusIndex, IndexConfig, IndexKind, make_fingerprint
-from phoenix_recsys.serve.scoring import PRODUCTION_WEIGHTS, ScoreBreakdown, ScoringConfig, score_candidates
-from phoenix_recsys.serve.settings import Clock, ServeSettings, SettingsError, load_settings
-from phoenix_recsys.serve.store import History, PostRows, Store
-
-# The pipeline and the API pull in JAX and FastAPI; they load on first use, so importing the store
-# or the filters alone (tools, subprocess tests) stays light.
-_LAZY = {
-    **{
-        name: "phoenix_recsys.serve.pipeline"
-        for name in (
-            "FeedItem", "FeedResult", "FeedService", "HistoryEvent", "InvalidRequest", "ModelRuntime",
-            "NewEvent", "NewPost", "RankCandidate", "RankResult", "Relation", "RetrieveResult",
-            "Unsupported", "apply_process_settings", "feed_scoring_config", "seed_store",
-        )
-    },
-    "create_app": "phoenix_recsys.serve.api",
+# Every name loads on first use: the settings need pydantic-settings, the pipeline JAX, the API
+# FastAPI, the index FAISS (the `serve` extra). So `import phoenix_recsys.serve.logs` (the CLI does,
+# for its --log-format option) and tools that use only the store or the filters stay light, and a
+# model-only install can build the CLI and fails naming the extra only when a serve feature is used.
+_MODULES: dict[str, tuple[str, ...]] = {
+    "phoenix_recsys.serve.filters": (
+        "FILTER_ORDER", "SOURCE_FRESH", "SOURCE_IN_NETWORK", "SOURCE_OUT_OF_NETWORK", "SOURCE_POPULAR",
+        "Candidates", "FilterConfig", "FilterContext", "FilterName", "apply_filters",
+    ),
+    "phoenix_recsys.serve.index.config": ("IndexConfig", "IndexKind", "make_fingerprint"),
+    "phoenix_recsys.serve.index.corpus": ("CorpusIndex",),
+    "phoenix_recsys.serve.scoring": ("PRODUCTION_WEIGHTS", "ScoreBreakdown", "ScoringConfig", "score_candidates"),
+    "phoenix_recsys.serve.settings": ("Clock", "ServeSettings", "SettingsError", "load_settings"),
+    "phoenix_recsys.serve.store": ("History", "PostRows", "Store"),
+    "phoenix_recsys.serve.pipeline": (
+        "FeedItem", "FeedResult", "FeedService", "HistoryEvent", "InvalidRequest", "ModelRuntime",
+        "NewEvent", "NewPost", "RankCandidate", "RankResult", "Relation", "RetrieveResult",
+        "Unsupported", "apply_process_settings", "feed_scoring_config", "seed_store",
+    ),
+    "phoenix_recsys.serve.api": ("create_app",),
 }  # fmt: skip
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:

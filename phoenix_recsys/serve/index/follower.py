@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from phoenix_recsys.serve.index.corpus import CorpusIndex, IndexKind
+from phoenix_recsys.serve.index.config import IndexKind
+from phoenix_recsys.serve.index.corpus import CorpusIndex
 from phoenix_recsys.serve.index.snapshot import clean_server_id, snapshot_fingerprint, write_snapshot_blobs
 
 _log = logging.getLogger(__name__)
@@ -71,14 +72,20 @@ class FollowConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"FollowConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.snapshot_interval_s is not None and not self.snapshot_interval_s > 0:
-            raise ValueError(f"FollowConfig.snapshot_interval_s must be > 0 or None, got {self.snapshot_interval_s!r}")
+            raise ValueError(
+                f"FollowConfig.snapshot_interval_s must be > 0 or None, got {self.snapshot_interval_s!r}"
+            )
         for name in ("batch_size", "snapshot_keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FollowConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.snapshot_every_posts is not None and self.snapshot_every_posts < 1:
-            raise ValueError(f"FollowConfig.snapshot_every_posts must be >= 1 or None, got {self.snapshot_every_posts!r}")
+            raise ValueError(
+                f"FollowConfig.snapshot_every_posts must be >= 1 or None, got {self.snapshot_every_posts!r}"
+            )
         if not 0 < self.compact_fraction <= 1:
-            raise ValueError(f"FollowConfig.compact_fraction must be in (0, 1], got {self.compact_fraction!r}")
+            raise ValueError(
+                f"FollowConfig.compact_fraction must be in (0, 1], got {self.compact_fraction!r}"
+            )
         if self.compact_min < 0:
             raise ValueError(f"FollowConfig.compact_min must be >= 0, got {self.compact_min!r}")
 
@@ -317,7 +324,10 @@ class IndexFollower:
         c = self.config
         if c.snapshot_every_posts is not None and pending >= c.snapshot_every_posts:
             return True
-        return c.snapshot_interval_s is not None and time.monotonic() - self._snapshot_time >= c.snapshot_interval_s
+        return (
+            c.snapshot_interval_s is not None
+            and time.monotonic() - self._snapshot_time >= c.snapshot_interval_s
+        )
 
     def snapshot(self, *, force: bool = True) -> Path | None:
         """Write a snapshot of the index as of the current seq (unless one at this seq exists and not `force`)."""
@@ -338,4 +348,3 @@ class IndexFollower:
             self._snapshot_time = time.monotonic()
         _log.info("index snapshot at seq %d: %s", seq, path)
         return path
-

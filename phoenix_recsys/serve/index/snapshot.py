@@ -30,7 +30,8 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from phoenix_recsys.serve.index.corpus import CorpusIndex, IndexConfig, make_fingerprint
+from phoenix_recsys.serve.index.config import IndexConfig, make_fingerprint
+from phoenix_recsys.serve.index.corpus import CorpusIndex
 
 _log = logging.getLogger(__name__)
 
