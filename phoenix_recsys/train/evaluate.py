@@ -39,6 +39,7 @@ from phoenix_recsys.data.examples import (
     split_by_time,
 )
 from phoenix_recsys.data.schema import Dataset
+from phoenix_recsys.hashing import HashConfig
 from phoenix_recsys.train.bundle import Bundle
 from phoenix_recsys.train.inference import (
     SEEN_RULES,
@@ -256,28 +257,12 @@ def evaluate_bundle(
             lambda s, e: np.broadcast_to(pop, (e - s, len(pop))), corpus.post_ids, rex, ks, seen_rule=seen_rule,
             progress=_bar("popularity", progress))
         if peers:
-            from phoenix_recsys.train.peers import fit_peer, peer_sequences
-
-            seqs = peer_sequences(ds, codes, positives, corpus.post_ids, ties=ties,
-                                  engagement_actions=trained.get("engagement_actions"))
-            validate = None
-            if any(p.startswith("sasrec") for p in peers):
-                vex = build_retrieval_examples(ds, hc, history_len=cfg.history_seq_len, split="val", protocol=protocol,
-                                               positive_actions=positives, history_ties=ties,
-                                               engagement_actions=trained.get("engagement_actions"))
-                vex = vex.take(np.arange(min(len(vex), peer_val_examples)))
-
-                def validate(peer: Any) -> float:
-                    return retrieval_eval(peer.scorer(vex, corpus.post_ids), corpus.post_ids, vex, (10,),
-                                          seen_rule=seen_rule)["ndcg@10"]
-
-            for name in (p for p in peers if p != "popularity"):  # popularity is always scored above
-                peer = fit_peer(name, seqs, seed=peer_seed, config=(peer_config or {}).get(name),
-                                validate=validate if name.startswith("sasrec") and len(vex) else None)
-                report["baselines"].setdefault(name, {})["retrieval"] = retrieval_eval(
-                    peer.scorer(rex, corpus.post_ids), corpus.post_ids, rex, ks, seen_rule=seen_rule,
-                    progress=_bar(name, progress))
-                report["baselines"][name]["fit"] = peer.describe()
+            for name, sec in score_peers(ds, codes, hc, rex, corpus.post_ids, peers, history_len=cfg.history_seq_len,
+                                         positives=positives, ties=ties, protocol=protocol,
+                                         engagement_actions=trained.get("engagement_actions"), ks=ks,
+                                         seen_rule=seen_rule, peer_seed=peer_seed, peer_config=peer_config,
+                                         peer_val_examples=peer_val_examples, progress=progress).items():
+                report["baselines"].setdefault(name, {}).update(sec)
         if world is not None:
             report["oracle"]["retrieval"] = retrieval_eval(_oracle_scorer(world, rex, corpus.post_ids),
                                                            corpus.post_ids, rex, ks, seen_rule=seen_rule,
@@ -294,6 +279,60 @@ def evaluate_bundle(
     for k in [k for k, v in report["baselines"].items() if not v]:
         del report["baselines"][k]
     return report, data
+
+
+def score_peers(
+    ds: Dataset,
+    codes: np.ndarray,
+    hash_config: HashConfig,
+    rex: RetrievalExamples,
+    corpus_ids: np.ndarray,
+    peers: Sequence[str],
+    *,
+    history_len: int,
+    positives: Sequence[str],
+    ties: str,
+    protocol: Any,
+    engagement_actions: Sequence[str] | None = None,
+    ks: Sequence[int] = RETRIEVAL_KS,
+    seen_rule: str = "all",
+    peer_seed: int = 0,
+    peer_config: dict[str, dict[str, Any]] | None = None,
+    peer_val_examples: int = 3000,
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Fit each peer (`train.peers.PEERS`, popularity excluded: `evaluate_bundle` scores it itself) on
+    the training split (`codes`) and score it on the queries `rex` over the corpus `corpus_ids`.
+
+    This is the peer half of `evaluate_bundle`, callable without a trained bundle (a peer needs only the
+    split, the corpus and the queries' input windows). SASRec peers keep the parameters of their best
+    NDCG@10 over up to `peer_val_examples` validation queries (built with the same history rule).
+
+    Returns:
+      `{name: {"retrieval": metrics, "fit": the peer's fit record}}`.
+    """
+    from phoenix_recsys.train.peers import fit_peer, peer_sequences
+
+    seqs = peer_sequences(ds, codes, positives, corpus_ids, ties=ties, engagement_actions=engagement_actions)
+    validate = None
+    if any(p.startswith("sasrec") for p in peers):
+        vex = build_retrieval_examples(ds, hash_config, history_len=history_len, split="val", protocol=protocol,
+                                       positive_actions=positives, history_ties=ties,
+                                       engagement_actions=engagement_actions)
+        vex = vex.take(np.arange(min(len(vex), peer_val_examples)))
+        if len(vex):
+            def validate(peer: Any) -> float:
+                return retrieval_eval(peer.scorer(vex, corpus_ids), corpus_ids, vex, (10,),
+                                      seen_rule=seen_rule)["ndcg@10"]
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in (p for p in peers if p != "popularity"):  # popularity is always scored by the caller
+        peer = fit_peer(name, seqs, seed=peer_seed, config=(peer_config or {}).get(name),
+                        validate=validate if name.startswith("sasrec") else None)
+        out[name] = {"retrieval": retrieval_eval(peer.scorer(rex, corpus_ids), corpus_ids, rex, tuple(ks),
+                                                 seen_rule=seen_rule, progress=_bar(name, progress)),
+                     "fit": peer.describe()}
+    return out
 
 
 def write_report(report: dict[str, Any], data: EvalData, out_dir: str | os.PathLike[str]) -> Path:
