@@ -23,6 +23,7 @@ Peers (`PEERS`):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,8 @@ from flax import nnx
 
 from phoenix_recsys.data.examples import TRAIN, RetrievalExamples
 from phoenix_recsys.data.schema import Dataset
+
+log = logging.getLogger(__name__)
 
 PEERS = ("popularity", "ease", "bpr", "sasrec", "sasrec_ce")
 ScoreFn = Callable[[int, int], np.ndarray]
@@ -362,6 +365,9 @@ def fit_sasrec(
         if validate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             v = float(validate(snapshot()))
             curve.append({"step": step, "loss": float(loss), "val_ndcg@10": v})
+            # A long fit (200 epochs is ~40 min on 2 cores) says how it goes while it runs.
+            log.info("%s step %d/%d loss %.4f val ndcg@10 %.4f (%.0f s)", name, step, cfg.steps, float(loss), v,
+                     time.perf_counter() - t0)
             if v > best:
                 best, best_step, bad = v, step, 0
                 best_state = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
@@ -417,6 +423,33 @@ class _SasrecNet(nnx.Module):
         return self.last_ln(h)
 
 
+_CONFIGS: dict[str, type] = {"ease": EaseConfig, "bpr": BprConfig, "sasrec": SasrecConfig, "sasrec_ce": SasrecConfig}
+
+
+def _peer_config(name: str, config: dict[str, Any] | None) -> Any:
+    """Peer `name`'s config object: its class defaults under `config`'s overrides (None for popularity)."""
+    if name not in PEERS:
+        raise ValueError(f"unknown peer {name!r}; known: {list(PEERS)}")
+    if name == "popularity":
+        return None
+    cfg = dict(config or {})
+    cls = _CONFIGS[name]
+    if name.startswith("sasrec"):
+        cfg.setdefault("loss", "bce" if name == "sasrec" else "softmax")
+    unknown = sorted(set(cfg) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"peer {name!r}: unknown config fields {unknown}")
+    return cls(**cfg)
+
+
+def peer_settings(name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings peer `name` is fitted with: every field of its config class, defaults merged with
+    the overrides `config` (`{}` for popularity, which has none). A job's fingerprint holds these, so a
+    changed default (say SASRec's `steps`) is a different job, not a silent mix of old and new fits."""
+    cfg = _peer_config(name, config)
+    return {} if cfg is None else dataclasses.asdict(cfg)
+
+
 def fit_peer(
     name: str,
     data: PeerData,
@@ -426,19 +459,11 @@ def fit_peer(
     validate: Callable[[FittedPeer], float] | None = None,
 ) -> FittedPeer:
     """Fit peer `name` (one of `PEERS`) with optional config overrides (fields of its config class)."""
-    if name not in PEERS:
-        raise ValueError(f"unknown peer {name!r}; known: {list(PEERS)}")
-    cfg = dict(config or {})
+    cfg = _peer_config(name, config)
     if name == "popularity":
         return fit_popularity(data)
-    cls = {"ease": EaseConfig, "bpr": BprConfig, "sasrec": SasrecConfig, "sasrec_ce": SasrecConfig}[name]
-    if name.startswith("sasrec"):
-        cfg.setdefault("loss", "bce" if name == "sasrec" else "softmax")
-    unknown = sorted(set(cfg) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ValueError(f"peer {name!r}: unknown config fields {unknown}")
     if name == "ease":
-        return fit_ease(data, EaseConfig(**cfg))
+        return fit_ease(data, cfg)
     if name == "bpr":
-        return fit_bpr(data, BprConfig(**cfg), seed=seed)
-    return fit_sasrec(data, SasrecConfig(**cfg), seed=seed, validate=validate)
+        return fit_bpr(data, cfg, seed=seed)
+    return fit_sasrec(data, cfg, seed=seed, validate=validate)

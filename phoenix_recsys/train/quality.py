@@ -161,13 +161,21 @@ class JobStopped(Exception):
 
 def job_fingerprint(job: QualityJob, steps: int, ds: Dataset | str | None) -> str:
     """sha256 of what decides a job's figures: its training config, steps, protocol, evaluation options,
-    peers and their configs, and the dataset's content hash. A seed record or an unfinished training run
+    peers, their config overrides and resolved settings (`train.peers.peer_settings`: the defaults
+    count too), and the dataset's content hash. A seed record or an unfinished training run
     with another fingerprint is not reused (the code version is not part of it: rerun from scratch,
     `--fresh`, after changing the code)."""
     doc = {"name": job.name, "kinds": list(job.kinds), "config": job.config, "steps": steps, "protocol": job.protocol,
            "max_eval_examples": job.max_eval_examples, "seen_rule": job.seen_rule, "peers": list(job.peers),
            "peer_config": job.peer_config,
            "data": ds.manifest.get("content_sha256") if isinstance(ds, Dataset) else ds}
+    if job.peers:
+        from phoenix_recsys.train.peers import peer_settings
+
+        # The peers' resolved settings (class defaults under the job's overrides), not only the overrides:
+        # a changed default must not let a resumed job mix fits of the old setting with the new.
+        # Added only for jobs with peers, so the other jobs' fingerprints (and seed records) stay valid.
+        doc["peer_settings"] = {p: peer_settings(p, job.peer_config.get(p)) for p in job.peers}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -3,6 +3,7 @@ test read once per seed, mean ± sd over seeds for the model and the peers train
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -176,3 +177,50 @@ def test_finished_stages_reads_a_stopped_job(tmp_path):
                                                          s1["test"]["retrieval"]["hr@10"]["model"]]))
     with pytest.raises(ValueError, match="not started"):
         q.finished_stages(job, tmp_path / "nowhere")
+
+
+def test_fingerprint_follows_peer_defaults(monkeypatch):
+    """A changed peer default (SASRec's `steps`) changes the fingerprint of a job that runs that peer on
+    its defaults, so a resumed job cannot mix fits made under the old default with new ones; a job that
+    sets the field itself, or runs no peer, keeps its fingerprint."""
+    import phoenix_recsys.train.peers as peers
+    import phoenix_recsys.train.quality as q
+
+    on_defaults = _job(peer_config={})
+    pinned = _job(peer_config={"sasrec": {"steps": 40}})
+    no_peers = _job(peers=(), peer_config={})
+    before = [q.job_fingerprint(j, 40, "sha") for j in (on_defaults, pinned, no_peers)]
+
+    @dataclasses.dataclass(frozen=True)
+    class Longer(peers.SasrecConfig):
+        steps: int = 4685
+
+    monkeypatch.setitem(peers._CONFIGS, "sasrec", Longer)
+    assert peers.peer_settings("sasrec")["steps"] == 4685
+    after = [q.job_fingerprint(j, 40, "sha") for j in (on_defaults, pinned, no_peers)]
+    assert after[0] != before[0]
+    assert after[1:] == before[1:]
+
+
+def test_peer_settings_merge_defaults_and_overrides():
+    from phoenix_recsys.train.peers import SasrecConfig, peer_settings
+
+    ce = peer_settings("sasrec_ce", {"steps": 7})
+    assert ce == {**dataclasses.asdict(SasrecConfig()), "steps": 7, "loss": "softmax"}
+    assert peer_settings("sasrec")["loss"] == "bce" and peer_settings("popularity") == {}
+    with pytest.raises(ValueError, match="unknown config fields"):
+        peer_settings("bpr", {"depth": 3})
+
+
+
+def test_peer_fit_alone_gives_the_jobs_peer_figures(tmp_path):
+    """`benchmarks/peer_fit.py` fits a job's peer without training our model; its test figures are the
+    ones the job's own `peer:sasrec` stage records for the same seed and settings."""
+    from benchmarks.peer_fit import fit_job_peer
+
+    job = _job(seeds=(0,))
+    s = run_job(job, tmp_path / "work", progress=False)
+    alone = fit_job_peer(job, "sasrec", tmp_path / "alone", seed=0)
+    assert alone["retrieval"] == s["report"]["baselines"]["sasrec"]["retrieval"]
+    assert alone["fit"]["val_curve"] == s["seed_runs"][0]["peers"]["sasrec"]["val_curve"]
+    assert json.loads((tmp_path / "alone" / "peer-sasrec-seed0.json").read_text())["seed"] == 0
