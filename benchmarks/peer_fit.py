@@ -34,15 +34,18 @@ def _value(text: str) -> Any:
         return text
 
 
-def fit_job_peer(job: QualityJob | str, peer: str, out: Path, *, seed: int = 0,
-                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def fit_job_peer(
+    job: QualityJob | str, peer: str, out: Path, *, seed: int = 0, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Fit `peer` on `job`'s split (a job or a name from `jobs()`; seed `seed`, the job's `peer_config`
     plus `overrides`) and score it on the job's test queries; returns (and writes) the record."""
     job = jobs()[job] if isinstance(job, str) else job
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     ds = job.make_data(out / "data")
-    cfg = JobConfig(job.config.get("model", {}), job.config.get("train", {}), {}, job.config.get("retrieval", {}))
+    cfg = JobConfig(
+        job.config.get("model", {}), job.config.get("train", {}), {}, job.config.get("retrieval", {})
+    )
     model_cfg = cfg.model_config(ds.actions)
     hc, s = model_cfg.hash_config, model_cfg.history_seq_len
     retrieval = job.config.get("retrieval", {})
@@ -51,20 +54,52 @@ def fit_job_peer(job: QualityJob | str, peer: str, out: Path, *, seed: int = 0,
     engagement = retrieval.get("engagement_actions")
     protocol = make_protocol(ds, job.protocol)
     codes = protocol.assign(ds)
-    rex = build_retrieval_examples(ds, hc, history_len=s, split="test", protocol=protocol, positive_actions=positives,
-                                   history_ties=ties, engagement_actions=engagement)
+    rex = build_retrieval_examples(
+        ds,
+        hc,
+        history_len=s,
+        split="test",
+        protocol=protocol,
+        positive_actions=positives,
+        history_ties=ties,
+        engagement_actions=engagement,
+    )
     if job.max_eval_examples is not None and len(rex) > job.max_eval_examples:
         rex = rex.take(np.arange(job.max_eval_examples))
     corpus = post_corpus(ds, hc)
     ks = tuple(k for k in RETRIEVAL_KS if k <= len(corpus.post_ids)) or (len(corpus.post_ids),)
     peer_config = {**job.peer_config.get(peer, {}), **(overrides or {})}
-    res = score_peers(ds, codes, hc, rex, corpus.post_ids, (peer,), history_len=s, positives=positives, ties=ties,
-                      protocol=protocol, engagement_actions=engagement, ks=ks, seen_rule=job.seen_rule,
-                      peer_seed=seed, peer_config={peer: peer_config})[peer]
-    rec = {"job": job.name, "peer": peer, "seed": seed, "overrides": peer_config, "seen_rule": job.seen_rule,
-           "queries": len(rex), "corpus": len(corpus.post_ids), **res,
-           "seconds": round(time.perf_counter() - t0, 1), "cores": os.cpu_count(),
-           "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+    res = score_peers(
+        ds,
+        codes,
+        hc,
+        rex,
+        corpus.post_ids,
+        (peer,),
+        history_len=s,
+        positives=positives,
+        ties=ties,
+        protocol=protocol,
+        engagement_actions=engagement,
+        ks=ks,
+        seen_rule=job.seen_rule,
+        peer_seed=seed,
+        peer_config={peer: peer_config},
+    )[peer]
+    rec = {
+        "job": job.name,
+        "peer": peer,
+        "seed": seed,
+        "overrides": peer_config,
+        "seen_rule": job.seen_rule,
+        "queries": len(rex),
+        "corpus": len(corpus.post_ids),
+        **res,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cores": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load0],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"peer-{peer}-seed{seed}.json").write_text(json.dumps(rec, indent=2) + "\n")
     return rec
@@ -83,10 +118,20 @@ def main() -> None:
     overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in a.set)}
     rec = fit_job_peer(a.job, a.peer, a.out, seed=a.seed, overrides=overrides)
     fit = rec["fit"]
-    print(json.dumps({"test": {k: rec["retrieval"][k] for k in ("hr@10", "ndcg@10") if k in rec["retrieval"]},
-                      "steps_run": fit.get("steps_run"), "best_step": fit.get("best_step"),
-                      "epochs": fit.get("epochs"), "fit_seconds": fit.get("fit_seconds"),
-                      "seconds": rec["seconds"], "load": rec["loadavg_after"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "test": {k: rec["retrieval"][k] for k in ("hr@10", "ndcg@10") if k in rec["retrieval"]},
+                "steps_run": fit.get("steps_run"),
+                "best_step": fit.get("best_step"),
+                "epochs": fit.get("epochs"),
+                "fit_seconds": fit.get("fit_seconds"),
+                "seconds": rec["seconds"],
+                "load": rec["loadavg_after"],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
