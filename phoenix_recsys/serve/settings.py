@@ -154,6 +154,8 @@ class ServeSettings(BaseSettings):
         at most once per `cold_start_refresh_s` by the background refresher.
       cursor_secret: HMAC key of the feed's pagination cursors (>= 16 characters); every server and
         worker behind one API must share it. None: a random per-process secret and a logged warning.
+      cursor_previous_secrets: earlier cursor secrets still accepted (never used to sign), so the secret
+        can be rotated without breaking open sessions: keep the old one here for `cursor_ttl_s`.
       cursor_ttl_s: a feed cursor expires this many seconds after its page was served (default 1 h).
       cursor_max_ids: most served post ids one cursor carries (1..5000); a longer session drops the oldest.
       max_age_s: drop older posts; None (default) because public datasets span years.
@@ -231,6 +233,7 @@ class ServeSettings(BaseSettings):
     served_limit: PositiveInt | None = 5000
     served_retention_s: PositiveInt | None = 2 * 86_400
     cursor_secret: SecretStr | None = None
+    cursor_previous_secrets: tuple[SecretStr, ...] = ()
     cursor_ttl_s: PositiveInt = 3600
     cursor_max_ids: Annotated[int, Field(ge=1, le=5000)] = 1000
 
@@ -292,6 +295,14 @@ class ServeSettings(BaseSettings):
     def _cursor_secret(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value().encode("utf-8")) < MIN_API_KEY_LENGTH:
             raise ValueError(f"cursor_secret must be at least {MIN_API_KEY_LENGTH} bytes")
+        return v
+
+    @field_validator("cursor_previous_secrets")
+    @classmethod
+    def _cursor_previous(cls, v: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for i, s in enumerate(v):
+            if len(s.get_secret_value().encode("utf-8")) < MIN_API_KEY_LENGTH:
+                raise ValueError(f"cursor_previous_secrets[{i}] must be at least {MIN_API_KEY_LENGTH} bytes")
         return v
 
     @field_validator("api_keys")
@@ -378,6 +389,7 @@ class ServeSettings(BaseSettings):
         out = self.model_dump(mode="json")
         out["api_key"] = None if self.api_key is None else "***"
         out["cursor_secret"] = None if self.cursor_secret is None else "***"
+        out["cursor_previous_secrets"] = ["***"] * len(self.cursor_previous_secrets)
         out["api_keys"] = [{"name": k.name, "scopes": [s.value for s in k.scopes]} for k in self.api_keys]
         return out
 

@@ -52,7 +52,8 @@ class Server:
             **env,
         }
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Start the process without waiting for it to answer (`start` waits; `wait_exit` awaits a crash)."""
         cmd = [
             sys.executable, "-m", "phoenix_recsys.cli.main", "serve", str(self.bundle), "--data", str(self.data),
             "--store", self.store, "--host", "127.0.0.1", "--port", str(self.port),
@@ -60,6 +61,11 @@ class Server:
         ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([*self.launcher, *cmd], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+
+    def start(self) -> None:
+        """Start the process and wait until `/healthz` answers (AssertionError if it exits first)."""
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -71,6 +77,18 @@ class Server:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"server did not answer /healthz within {START_TIMEOUT_S} s:\n{self.tail()}")
+
+    def wait_exit(self, timeout: float = START_TIMEOUT_S) -> int:
+        """Wait for the process to end by itself (e.g. at a `testing.crash` point); its return code."""
+        assert self.proc is not None
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise AssertionError(f"server still running after {timeout} s:\n{self.tail()}") from None
+        self.proc = None
+        return rc
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -216,3 +216,32 @@ def test_the_secret_comes_from_the_environment_or_file_and_is_masked(tmp_path):
     assert CursorCodec.from_settings(load_settings(env={}, config_file=cfg)).verify(tok, 3).served.tolist() == [1]
     with pytest.raises(SettingsError, match="cursor_secret"):
         load_settings(env={**env, "PHOENIX_CURSOR_SECRET": "short"})
+
+
+def test_a_rotated_secret_keeps_open_cursors_valid_only_while_the_old_one_is_listed():
+    old, new = b"o" * 32, b"n" * 32
+    tok = _codec(old).issue(7, [4, 2])
+    rotated = _codec(new, previous=[old])
+    assert rotated.verify(tok, 7).served.tolist() == [4, 2]  # open session survives the rotation
+    fresh = rotated.issue(7, [1])
+    with pytest.raises(CursorError, match="signature"):  # new cursors are signed with the new secret only
+        _codec(old).verify(fresh, 7)
+    assert _codec(new).verify(fresh, 7).served.tolist() == [1]
+    with pytest.raises(CursorError, match="signature"):  # the old secret dropped from the list: refused
+        _codec(new).verify(tok, 7)
+    with pytest.raises(ValueError, match="previous cursor secret 0"):
+        CursorCodec(new, previous=[b"short"])
+
+
+def test_previous_secrets_come_from_the_environment_as_a_json_list_and_are_masked():
+    from phoenix_recsys.serve.settings import SettingsError, load_settings
+
+    old = "old-cursor-secret-0123456789"
+    env = {"PHOENIX_CURSOR_SECRET": SECRET, "PHOENIX_CURSOR_PREVIOUS_SECRETS": json.dumps([old]),
+           "PHOENIX_INSECURE_DEV": "true"}
+    s = load_settings(env=env)
+    assert s.public_dict()["cursor_previous_secrets"] == ["***"]
+    tok = CursorCodec(old.encode()).issue(3, [9])
+    assert CursorCodec.from_settings(s).verify(tok, 3).served.tolist() == [9]
+    with pytest.raises(SettingsError, match="cursor_previous_secrets"):
+        load_settings(env={**env, "PHOENIX_CURSOR_PREVIOUS_SECRETS": json.dumps(["short"])})

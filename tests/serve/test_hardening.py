@@ -141,3 +141,31 @@ def test_a_full_disk_is_a_503_and_writes_nothing(client, monkeypatch):
     assert "Traceback" not in r.text
     monkeypatch.setattr(store, "_conn", orig)
     assert store.num_posts() == n and store.post_seq() == seq
+
+
+def test_a_read_only_store_is_a_503_and_writes_nothing(client, monkeypatch):
+    # A real SQLITE_READONLY from SQLite itself (`query_only`): what a store file that became read-only
+    # (remounted, permissions) gives. chmod cannot stand in: tests run as root, who writes anyway.
+    store = client.app.state.service.store
+    n, seq = store.num_posts(), store.post_seq()
+    orig = store._conn
+
+    def read_only_conn():
+        c = orig()
+        c.execute("PRAGMA query_only = ON")
+        return c
+
+    monkeypatch.setattr(store, "_conn", read_only_conn)
+    try:
+        r = client.post("/v1/posts", json={"posts": [{"post_id": 71_000, "author_id": 1, "text": "x"}]},
+                        headers=AUTH)
+        e = client.post("/v1/events", json={"events": [{"user_id": 1, "post_id": 1, "actions": {"favorite": 1.0}}]},
+                        headers=AUTH)
+    finally:
+        monkeypatch.setattr(store, "_conn", orig)
+        orig().execute("PRAGMA query_only = OFF")  # a pooled connection is reused by later requests
+    for resp in (r, e):
+        assert resp.status_code == 503, resp.text
+        detail = resp.json()["detail"]
+        assert detail["type"] == "store_unavailable" and "readonly" in detail["msg"] and "Traceback" not in resp.text
+    assert store.num_posts() == n and store.post_seq() == seq

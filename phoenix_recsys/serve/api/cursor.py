@@ -11,6 +11,9 @@ Format (URL-safe, no padding): ``v1.<payload>.<tag>``; payload = zlib(JSON), tag
 decompressed or parsed, so an attacker's bytes never reach zlib or JSON; decompression is bounded
 anyway. Every server and worker answering one API must share the secret, else a cursor issued by
 one is refused by the others (`PHOENIX_CURSOR_SECRET`; unset: a random per-process secret, logged).
+Rotation without breaking open sessions: set the new secret and keep the old one in
+`cursor_previous_secrets` (`PHOENIX_CURSOR_PREVIOUS_SECRETS`, a JSON list) for at least `cursor_ttl_s`;
+new cursors are signed with the new secret only, and old ones keep verifying until they expire.
 """
 
 from __future__ import annotations
@@ -62,10 +65,11 @@ def _b64d(s: str) -> bytes:
 
 
 class CursorCodec:
-    """Issues and verifies cursors with one secret.
+    """Issues cursors with one secret and verifies them with it or any previous one.
 
     Args:
-      secret: the HMAC key (>= 16 bytes); servers behind one API must share it.
+      secret: the HMAC key (>= 16 bytes) new cursors are signed with; servers behind one API must share it.
+      previous: earlier secrets still accepted when verifying (rotation), never used to sign.
       ttl_s: a cursor is refused this many seconds after it was issued.
       max_ids: most served ids one cursor carries; beyond it the oldest are dropped (so a very long
         session may see a post of its first pages again, never an unbounded cursor).
@@ -73,23 +77,37 @@ class CursorCodec:
     """
 
     def __init__(
-        self, secret: bytes, *, ttl_s: int = 3600, max_ids: int = 1000, clock: Callable[[], float] = time.time
+        self,
+        secret: bytes,
+        *,
+        previous: Sequence[bytes] = (),
+        ttl_s: int = 3600,
+        max_ids: int = 1000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if len(secret) < _MIN_SECRET_BYTES:
-            raise ValueError(f"cursor secret must be at least {_MIN_SECRET_BYTES} bytes, got {len(secret)}")
+        for i, s in enumerate((secret, *previous)):
+            if len(s) < _MIN_SECRET_BYTES:
+                what = "cursor secret" if i == 0 else f"previous cursor secret {i - 1}"
+                raise ValueError(f"{what} must be at least {_MIN_SECRET_BYTES} bytes, got {len(s)}")
         if ttl_s < 1:
             raise ValueError(f"cursor ttl_s must be >= 1, got {ttl_s}")
         if not 1 <= max_ids <= MAX_CURSOR_IDS:
             raise ValueError(f"cursor max_ids must be in 1..{MAX_CURSOR_IDS}, got {max_ids}")
         # A derived key: the configured secret is never used raw, so it could double for something else.
-        self._key = hmac.new(secret, b"phoenix-recsys feed cursor", hashlib.sha256).digest()
+        self._key = self._derive(secret)
+        self._verify_keys = (self._key, *(self._derive(s) for s in previous))
         self.ttl_s = int(ttl_s)
         self.max_ids = int(max_ids)
         self._clock = clock
 
+    @staticmethod
+    def _derive(secret: bytes) -> bytes:
+        return hmac.new(secret, b"phoenix-recsys feed cursor", hashlib.sha256).digest()
+
     @classmethod
     def from_settings(cls, settings: object) -> CursorCodec:
-        """From `cursor_secret`, `cursor_ttl_s`, `cursor_max_ids`; a random secret (warned) when unset."""
+        """From `cursor_secret`, `cursor_previous_secrets`, `cursor_ttl_s`, `cursor_max_ids`; a random
+        secret (warned) when `cursor_secret` is unset."""
         secret = getattr(settings, "cursor_secret", None)
         if secret is None:
             _log.warning(
@@ -99,10 +117,19 @@ class CursorCodec:
             raw = secrets.token_bytes(32)
         else:
             raw = secret.get_secret_value().encode("utf-8")
-        return cls(raw, ttl_s=getattr(settings, "cursor_ttl_s", 3600), max_ids=getattr(settings, "cursor_max_ids", 1000))
+        previous = [
+            p.get_secret_value().encode("utf-8") for p in getattr(settings, "cursor_previous_secrets", ())
+        ]
+        return cls(
+            raw,
+            previous=previous,
+            ttl_s=getattr(settings, "cursor_ttl_s", 3600),
+            max_ids=getattr(settings, "cursor_max_ids", 1000),
+        )
 
-    def _tag(self, payload: str) -> str:
-        return _b64e(hmac.new(self._key, f"{VERSION}.{payload}".encode("ascii"), hashlib.sha256).digest())
+    def _tag(self, payload: str, key: bytes | None = None) -> str:
+        msg = f"{VERSION}.{payload}".encode("ascii")
+        return _b64e(hmac.new(self._key if key is None else key, msg, hashlib.sha256).digest())
 
     def issue(self, user_id: int, served: Sequence[int] | np.ndarray) -> str:
         """A cursor for `user_id` after serving `served` (earlier pages' ids first, duplicates dropped)."""
@@ -127,8 +154,12 @@ class CursorCodec:
             payload.encode("ascii")
         except UnicodeEncodeError:
             raise CursorError("malformed cursor (not URL-safe base64)") from None
-        if not hmac.compare_digest(self._tag(payload), tag):
-            raise CursorError("cursor signature does not match (tampered with, or issued with another secret)")
+        # Every key is tried (no early exit), so timing does not tell which secret signed a cursor.
+        matches = [hmac.compare_digest(self._tag(payload, k), tag) for k in self._verify_keys]
+        if not any(matches):
+            raise CursorError(
+                "cursor signature does not match (tampered with, or issued with another secret)"
+            )
         try:
             z = zlib.decompressobj()
             raw = z.decompress(_b64d(payload), 1 << 20)

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from phoenix_recsys.serve.index.config import IndexConfig, make_fingerprint
 from phoenix_recsys.serve.index.corpus import CorpusIndex
+from phoenix_recsys.testing.crash import crash_point
 
 _log = logging.getLogger(__name__)
 
@@ -121,11 +122,13 @@ def write_snapshot_blobs(
     tmp = d / f"{_TMP_PREFIX}{sid}.{os.getpid()}.{next(_counter)}"
     tmp.mkdir()
     try:
-        for name, data in {**blobs, "meta.json": json.dumps(meta, indent=2).encode()}.items():
+        files = {**blobs, "meta.json": json.dumps(meta, indent=2).encode()}
+        for n, (name, data) in enumerate(files.items(), 1):
             with open(tmp / name, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            crash_point("snapshot-after-files", n)  # test-only (testing/crash.py): kill -9 mid-write
         _fsync_dir(tmp)
         os.rename(tmp, final)
         _fsync_dir(d)

@@ -32,6 +32,7 @@ from phoenix_recsys.serve.store import _validate as v
 from phoenix_recsys.serve.store.base import SchemaVersionError, StoreUnavailableError
 from phoenix_recsys.serve.store.migrations import Migration, check_migrations, load_migrations
 from phoenix_recsys.serve.store.sql import POST_COLS, SQLStore
+from phoenix_recsys.testing.crash import crash_point
 
 MIGRATIONS: tuple[Migration, ...] = load_migrations("postgres")
 
@@ -345,6 +346,7 @@ class PostgresStore(SQLStore):
                             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
                             (m.version, m.name, v.now()),
                         )
+                        crash_point("migration-before-commit", m.version)  # test-only: testing/crash.py
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK,))
         have = self.schema_version()

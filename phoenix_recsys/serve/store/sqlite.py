@@ -8,7 +8,9 @@
   Connections use `isolation_level=None` so Python's implicit transactions never interleave
   with ours. A thread's connection stays open until `close()`.
 * The single writer makes post-sequence insertion order the commit order.
-* Schema: the numbered files of `migrations/sqlite/`, applied in order at open.
+* Schema: the numbered files of `migrations/sqlite/`, applied in order at open, each in one
+  transaction together with its `schema_migrations` row (statement by statement: `executescript`
+  would commit), so a kill -9 mid-migration rolls it back whole and the next open reapplies it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from phoenix_recsys.serve.store import _validate as v
 from phoenix_recsys.serve.store.base import SchemaVersionError, StoreLockedError
 from phoenix_recsys.serve.store.migrations import Migration, check_migrations, load_migrations
 from phoenix_recsys.serve.store.sql import SQLStore
+from phoenix_recsys.testing.crash import crash_point
 
 MIGRATIONS: tuple[Migration, ...] = load_migrations("sqlite")
 
@@ -250,12 +253,14 @@ class SQLiteStore(SQLStore):
             with self.transaction():
                 if m.version <= self.schema_version():
                     continue
-                for stmt in _split_sql(m.sql):
+                for i, stmt in enumerate(_split_sql(m.sql), 1):
                     conn.execute(stmt)
+                    crash_point("migration-after-statement", m.version, i)  # test-only: testing/crash.py
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (m.version, m.name, v.now()),
                 )
+                crash_point("migration-before-commit", m.version)
         self._check_version(len(migrations))
 
     def _check_version(self, known: int) -> None:
