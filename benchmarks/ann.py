@@ -14,7 +14,7 @@ Cache (`PHOENIX_ANN_CACHE`, default ~/.cache/phoenix-recsys/ann): the world, the
 `[P, D]` float32 embedding matrix as .npy, so reruns skip the embedding. `python -m benchmarks.ann
 prepare` fills the cache only. Size: `PHOENIX_ANN_POSTS` (default 1000000), `PHOENIX_ANN_QUERIES`
 (default 1000), `PHOENIX_ANN_SINGLE` (queries timed one at a time per point, default 200),
-`PHOENIX_ANN_STRUCTURES` (comma-separated names from `_configs`, e.g. `IVF1024,IVF4096`; default
+`PHOENIX_ANN_STRUCTURES` (comma-separated keys from `_configs`, e.g. `ivf1024,ivf1024-sq8`; default
 all, the slow HNSW builds skipped when over `PHOENIX_ANN_BUDGET_S`, default 1500).
 A run with `PHOENIX_ANN_BUNDLE` writes `results/ann_trained.json`, one without `results/ann.json`;
 the section shows both curves when both files exist.
@@ -226,21 +226,32 @@ def _search_stats(
 def _configs() -> list[dict[str, Any]]:
     """The structures swept, cheapest build first (later ones are skipped when over the budget)."""
     every = [
-        {"name": "IVF1024,Flat", "kind": "ivf", "nlist": 1024, "params": [4, 8, 16, 32, 64, 128, 256]},
-        {"name": "IVF4096,Flat", "kind": "ivf", "nlist": 4096, "params": [8, 16, 32, 64, 128, 256, 512]},
-        {"name": "HNSW16 efC40", "kind": "hnsw", "m": 16, "efc": 40, "params": [100, 160, 256, 400, 640]},
-        {"name": "HNSW32 efC40", "kind": "hnsw", "m": 32, "efc": 40, "params": [100, 160, 256, 400, 640]},
-        {"name": "HNSW32 efC100", "kind": "hnsw", "m": 32, "efc": 100, "params": [100, 160, 256, 400, 640]},
-        {"name": "HNSW16 efC100", "kind": "hnsw", "m": 16, "efc": 100, "params": [100, 160, 256, 400, 640]},
+        {"key": "ivf1024", "name": "IVF1024,Flat", "kind": "ivf", "nlist": 1024, "ivf_codec": "flat",
+         "params": [4, 8, 16, 32, 64, 128, 256, 384, 512]},
+        # The serving default (`IndexConfig.ivf_codec="pq4"`): 4-bit fast-scan codes shortlist, the
+        # float32 rows re-score the top `ivf_refine` x k. A flat scan is bound by memory traffic.
+        {"key": "ivf1024-pq4", "name": "IVF1024,PQ4fs,R8", "kind": "ivf", "nlist": 1024, "ivf_codec": "pq4",
+         "ivf_refine": 8, "params": [64, 128, 256, 320, 384, 512]},
+        {"key": "ivf1024-pq4r4", "name": "IVF1024,PQ4fs,R4", "kind": "ivf", "nlist": 1024, "ivf_codec": "pq4",
+         "ivf_refine": 4, "params": [256, 384, 512]},
+        # Scalar-quantised lists (half or a quarter of the bytes, SQ8 re-scored exactly), for comparison.
+        {"key": "ivf1024-fp16", "name": "IVF1024,SQfp16", "kind": "ivf", "nlist": 1024, "codec": "SQfp16",
+         "params": [256, 384, 512]},
+        {"key": "ivf1024-sq8", "name": "IVF1024,SQ8,RFlat", "kind": "ivf", "nlist": 1024, "codec": "SQ8", "refine": 4,
+         "params": [256, 384, 512]},
+        {"key": "ivf4096", "name": "IVF4096,Flat", "kind": "ivf", "nlist": 4096, "ivf_codec": "flat", "params": [8, 16, 32, 64, 128, 256, 512]},
+        {"key": "hnsw16-40", "name": "HNSW16 efC40", "kind": "hnsw", "m": 16, "efc": 40, "params": [100, 160, 256, 400, 640]},
+        {"key": "hnsw32-40", "name": "HNSW32 efC40", "kind": "hnsw", "m": 32, "efc": 40, "params": [100, 160, 256, 400, 640]},
+        {"key": "hnsw32-100", "name": "HNSW32 efC100", "kind": "hnsw", "m": 32, "efc": 100, "params": [100, 160, 256, 400, 640]},
+        {"key": "hnsw16-100", "name": "HNSW16 efC100", "kind": "hnsw", "m": 16, "efc": 100, "params": [100, 160, 256, 400, 640]},
     ]
     want = os.environ.get("PHOENIX_ANN_STRUCTURES")
     if not want:
         return every
-    names = [w.strip() for w in want.split(",") if w.strip()]
-    # "IVF1024" names "IVF1024,Flat" (the comma separates names here).
-    picked = [c for c in every if c["name"] in names or c["name"].split(",")[0] in names]
+    names = [w.strip().lower() for w in want.split(",") if w.strip()]
+    picked = [c for c in every if c["key"] in names]
     if len(picked) != len(names):
-        raise SystemExit(f"PHOENIX_ANN_STRUCTURES={want!r}: known names {[c['name'] for c in every]}")
+        raise SystemExit(f"PHOENIX_ANN_STRUCTURES={want!r}: known keys {[c['key'] for c in every]}")
     return picked
 
 
@@ -259,20 +270,49 @@ def _build(cfg: dict[str, Any], xb: np.ndarray) -> tuple[Any, float, float]:
         index.add(xb)
         return index, 0.0, time.perf_counter() - t0
     # IVF exactly as CorpusIndex builds it (spherical k-means on a sample), so the curve is the code's.
-    icfg = IndexConfig(ann_kind="ivf", ivf_nlist=cfg["nlist"])
+    icfg = IndexConfig(ann_kind="ivf", ivf_nlist=cfg["nlist"], ivf_codec=cfg.get("ivf_codec", "flat"),
+                       ivf_refine=cfg.get("ivf_refine", 8))  # fmt: skip
     index = _new_faiss_index(IndexKind.IVF, d, icfg, num_posts=xb.shape[0])
+    codec = cfg.get("codec")
+    if codec:
+        index = _compressed_ivf(index, codec, d)
     t0 = time.perf_counter()
     _train_ivf(index, xb, icfg)
     t1 = time.perf_counter()
+    if cfg.get("refine"):
+        # Exact re-scoring of the top refine x k from float32 rows kept beside the codes.
+        refined = faiss.IndexRefineFlat(index)
+        refined.k_factor = float(cfg["refine"])
+        refined.own_fields = True
+        index.this.disown()
+        index = refined
     index.add(xb)
     return index, t1 - t0, time.perf_counter() - t1
 
 
+def _compressed_ivf(flat: Any, codec: str, d: int) -> Any:
+    """An IVF index with `flat`'s k-means settings whose lists hold scalar-quantised `codec` rows."""
+    import faiss
+
+    quantizer = faiss.IndexFlatIP(d)
+    qt = {"SQ8": faiss.ScalarQuantizer.QT_8bit, "SQfp16": faiss.ScalarQuantizer.QT_fp16}[codec]
+    index = faiss.IndexIVFScalarQuantizer(quantizer, d, flat.nlist, qt, faiss.METRIC_INNER_PRODUCT)
+    index.own_fields = True
+    quantizer.this.disown()
+    index.cp.spherical = flat.cp.spherical
+    index.cp.niter = flat.cp.niter
+    index.cp.seed = flat.cp.seed
+    index.cp.max_points_per_centroid = flat.cp.max_points_per_centroid
+    return index
+
+
 def _set_param(index: Any, kind: str, p: int) -> None:
+    import faiss
+
     if kind == "hnsw":
         index.hnsw.efSearch = p
     else:
-        index.nprobe = p
+        faiss.extract_index_ivf(index).nprobe = p
 
 
 def run() -> dict[str, Any]:

@@ -166,9 +166,11 @@ class ServeSettings(BaseSettings):
       clock: see `Clock`.
       product_surface: the surface the feed is shown on (the candidates' surface token).
       store_path / index_dir: defaults `<bundle>/store.sqlite` and `<bundle>/index`.
-      index_exact_max_size / index_ann_kind / hnsw_ef_search / ivf_nprobe: `IndexConfig`
-        (exact_max_size, ann_kind, ...): exact search up to the size, then IVF-Flat by default
-        (BENCHMARKS.md, "ANN at 1M posts", has the measured curve behind it).
+      index_exact_max_size / index_ann_kind / hnsw_ef_search / ivf_nprobe / ivf_codec / ivf_refine:
+        `IndexConfig`
+        (exact_max_size, ann_kind, ...): exact search up to the size, then IVF by default (4-bit PQ
+        codes, the shortlist re-scored exactly;
+        BENCHMARKS.md, "ANN at 1M posts", has the measured curve behind it).
       chunk_size: largest candidate chunk of cached-context scoring.
       rank_batch_window_ms / rank_batch_max_requests: micro-batching of ranking across concurrent
         requests (`serve.feed.batcher`): a request waits up to this many milliseconds for others
@@ -251,7 +253,9 @@ class ServeSettings(BaseSettings):
     index_exact_max_size: NonNegInt = 50_000
     index_ann_kind: typing.Literal["ivf", "hnsw"] = "ivf"
     hnsw_ef_search: PositiveInt = 128
-    ivf_nprobe: PositiveInt = 128
+    ivf_nprobe: PositiveInt = 384
+    ivf_codec: typing.Literal["pq4", "flat"] = "pq4"
+    ivf_refine: int = Field(8, ge=1, le=64)
     chunk_size: PositiveInt = 1024
     rank_batch_window_ms: float = Field(0.0, ge=0, le=100)
     rank_batch_max_requests: int = Field(8, ge=2, le=64)
@@ -372,7 +376,8 @@ class ServeSettings(BaseSettings):
     def index_config(self) -> IndexConfig:
         """The corpus index's configuration."""
         return IndexConfig(exact_max_size=self.index_exact_max_size, ann_kind=self.index_ann_kind,
-                           hnsw_ef_search=self.hnsw_ef_search, ivf_nprobe=self.ivf_nprobe)  # fmt: skip
+                           hnsw_ef_search=self.hnsw_ef_search, ivf_nprobe=self.ivf_nprobe,
+                           ivf_codec=self.ivf_codec, ivf_refine=self.ivf_refine)  # fmt: skip
 
     def keys(self) -> tuple[ApiKey, ...]:
         """Every configured key: `api_keys` plus `api_key` as the key named "default" with every scope."""

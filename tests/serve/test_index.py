@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import faiss
 import numpy as np
 import pytest
 
@@ -87,19 +89,54 @@ def test_hnsw_recall_at_10_vs_exact(hnsw_corpus):
     assert recall >= 0.95, recall
 
 
-def test_ivf_recall_vs_exact_and_exhaustive_probe_is_exact(ivf_corpus):
-    ids, emb, q, idx = ivf_corpus
-    assert idx.kind is IndexKind.IVF and idx._index.nlist == 64 and idx.trained_on == 5000
+@pytest.mark.parametrize("codec", ["pq4", "flat"])
+def test_ivf_recall_vs_exact_and_exhaustive_probe_is_exact(ivf_corpus, codec):
+    ids, emb, q, _ = ivf_corpus
+    cfg = IndexConfig(exact_max_size=1000, ann_kind="ivf", ivf_nprobe=32, ivf_codec=codec)
+    idx = CorpusIndex.build(ids, emb, config=cfg)
+    assert idx.kind is IndexKind.IVF and faiss.extract_index_ivf(idx._index).nlist == 64 and idx.trained_on == 5000
+    assert isinstance(idx._index, faiss.IndexRefine) is (codec == "pq4")
     want, want_scores = brute_force(ids, emb, q, 10)
     assert _recall(idx.search(q, 10).ids, want) >= 0.9
     # Fewer lists probed, lower recall: nprobe is the knob it claims to be.
-    narrow = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=1000, ann_kind="ivf", ivf_nprobe=4))
+    narrow = CorpusIndex.build(ids, emb, config=dataclasses.replace(cfg, ivf_nprobe=4))
     assert _recall(narrow.search(q, 10).ids, want) < _recall(idx.search(q, 10).ids, want) - 0.2
-    # Probing every list scans every vector: the exact answer.
-    full = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=1000, ann_kind="ivf", ivf_nprobe=64))
+    # Probing every list scans every vector: the exact answer with flat lists; with pq4 the codes'
+    # shortlist misses almost nothing, and every returned score is the exact inner product, never
+    # the codes' estimate.
+    full = CorpusIndex.build(ids, emb, config=dataclasses.replace(cfg, ivf_nprobe=64))
     got = full.search(q, 10)
-    np.testing.assert_array_equal(got.ids, want)
-    np.testing.assert_allclose(got.scores, want_scores, atol=1e-5)
+    if codec == "flat":
+        np.testing.assert_array_equal(got.ids, want)
+        np.testing.assert_allclose(got.scores, want_scores, atol=1e-5)
+    else:
+        assert _recall(got.ids, want) >= 0.995
+    rows = np.searchsorted(ids, got.ids)
+    np.testing.assert_allclose(got.scores, np.einsum("bkd,bd->bk", emb[rows], q), atol=1e-5)
+
+
+def test_ivf_pq4_shortlist_size_is_the_refine_knob(ivf_corpus):
+    ids, emb, q, _ = ivf_corpus
+    want, _ = brute_force(ids, emb, q, 50)
+    cfg = IndexConfig(exact_max_size=1000, ann_kind="ivf", ivf_nprobe=64, ivf_codec="pq4")
+    recall = {r: _recall(CorpusIndex.build(ids, emb, config=dataclasses.replace(cfg, ivf_refine=r)).search(q, 50).ids,
+                         want) for r in (1, 8)}  # fmt: skip
+    # Re-scoring only the codes' own top-50 keeps their ranking errors; a shortlist 8x larger fixes them.
+    assert recall[1] < recall[8] and recall[8] >= 0.99, recall
+
+
+def test_ivf_flat_snapshot_loads_as_flat_under_a_pq4_default(tmp_path, ivf_corpus):
+    ids, emb, q, _ = ivf_corpus
+    old = CorpusIndex.build(ids, emb, config=IndexConfig(exact_max_size=1000, ann_kind="ivf", ivf_codec="flat"))
+    old.save(tmp_path / "old", "fp")
+    # A snapshot written before pq4 existed has no ivf_codec in its config.
+    meta = json.loads((tmp_path / "old" / "meta.json").read_text())
+    del meta["config"]["ivf_codec"], meta["config"]["ivf_refine"]
+    (tmp_path / "old" / "meta.json").write_text(json.dumps(meta))
+    loaded = CorpusIndex.load(tmp_path / "old", "fp", config=IndexConfig())
+    assert loaded.config.ivf_codec == "flat" and not isinstance(loaded._index, faiss.IndexRefine)
+    np.testing.assert_array_equal(loaded.search(q, 10).ids, old.search(q, 10).ids)
+    assert loaded.compact().config.ivf_codec == "flat"  # the structure stays as saved
 
 
 def test_ivf_add_remove_compact_round_trip(tmp_path):
@@ -132,7 +169,7 @@ def test_ivf_add_remove_compact_round_trip(tmp_path):
     # Save / load keeps the lists, the position map (compact after load) and the training size.
     fresh.save(tmp_path / "ivf", "fp")
     loaded = CorpusIndex.load(tmp_path / "ivf", "fp", config=dataclasses.replace(cfg, ivf_nprobe=3))
-    assert loaded.kind is IndexKind.IVF and loaded._index.nprobe == 3 and loaded.trained_on == fresh.trained_on
+    assert loaded.kind is IndexKind.IVF and faiss.extract_index_ivf(loaded._index).nprobe == 3 and loaded.trained_on == fresh.trained_on
     np.testing.assert_array_equal(loaded.compact().post_ids(), fresh.post_ids())
 
 
@@ -152,6 +189,10 @@ def test_config_validation_names_the_field():
         IndexConfig(ann_kind="flat")
     with pytest.raises(ValueError, match="ivf_nprobe"):
         IndexConfig(ivf_nprobe=0)
+    with pytest.raises(ValueError, match="ivf_codec"):
+        IndexConfig(ivf_codec="sq8")
+    with pytest.raises(ValueError, match="ivf_refine"):
+        IndexConfig(ivf_refine=0)
     with pytest.raises(ValueError, match="ivf_retrain_growth"):
         IndexConfig(ivf_retrain_growth=1.0)
     with pytest.raises(ValueError, match="build_threads"):
@@ -245,7 +286,7 @@ def test_save_load_round_trip(tmp_path, corpus, hnsw_corpus, ivf_corpus, which):
         assert tuned.config.hnsw_ef_search == 17 and tuned._index.hnsw.efSearch == 17
     if which == "ivf":
         tuned = CorpusIndex.load(tmp_path / "idx", fp, config=IndexConfig(ivf_nprobe=5))
-        assert tuned.config.ivf_nprobe == 5 and tuned._index.nprobe == 5
+        assert tuned.config.ivf_nprobe == 5 and faiss.extract_index_ivf(tuned._index).nprobe == 5
 
 
 def test_fingerprint_mismatch_and_torn_saves_are_detected(tmp_path, corpus):

@@ -21,6 +21,10 @@ class IndexKind(enum.StrEnum):
     IVF = "ivf"
 
 
+#: What IVF lists may hold (`IndexConfig.ivf_codec`).
+IVF_CODECS = ("pq4", "flat")
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class IndexConfig:
     """How `CorpusIndex.build` indexes a corpus.
@@ -28,13 +32,20 @@ class IndexConfig:
     Attributes:
       exact_max_size: corpora of at most this many posts get an exact flat index; larger ones
         the approximate structure `ann_kind`.
-      ann_kind: "ivf" (IVF-Flat: k-means lists, exact scores inside the probed lists) or "hnsw".
+      ann_kind: "ivf" (k-means lists, only the probed lists scanned) or "hnsw".
       hnsw_m: HNSW graph degree (memory and recall grow with it).
       hnsw_ef_construction: candidate list size while building (build time vs graph quality).
       hnsw_ef_search: candidate list size while searching (latency vs recall); raised to k when
         a search asks for more.
       ivf_nlist: IVF lists; 0 = automatic, `auto_nlist(P)` (about sqrt(P), a power of two).
-      ivf_nprobe: lists scanned per query (latency vs recall).
+      ivf_nprobe: lists scanned per query (latency vs recall); at most `nlist` are scanned.
+      ivf_codec: what the IVF lists hold: "pq4" (4-bit product-quantised codes, one sub-quantizer
+        per dimension, scanned with SIMD fast-scan; the best `ivf_refine` x fetch hits are then
+        re-scored exactly from float32 rows kept beside them) or "flat" (float32 rows, exact
+        scores inside the lists). The 1M-post curve (BENCHMARKS.md "ANN at 1M posts") chose pq4:
+        a flat scan is memory-bound, and pq4 reads an eighth of the bytes per post.
+      ivf_refine: with "pq4", how many times the asked-for hits are taken from the codes and
+        re-scored exactly (recall vs re-scoring cost).
       ivf_train_per_list: k-means training sample, in points per list (capped at the corpus).
       ivf_train_iters: k-means iterations.
       ivf_retrain_growth: an IVF index whose live posts exceed this multiple of the posts it was
@@ -50,7 +61,9 @@ class IndexConfig:
     hnsw_ef_construction: int = 40
     hnsw_ef_search: int = 128
     ivf_nlist: int = 0
-    ivf_nprobe: int = 128
+    ivf_nprobe: int = 384
+    ivf_codec: str = "pq4"
+    ivf_refine: int = 8
     ivf_train_per_list: int = 64
     ivf_train_iters: int = 10
     ivf_retrain_growth: float = 2.0
@@ -64,6 +77,7 @@ class IndexConfig:
             ("hnsw_ef_search", 1),
             ("ivf_nlist", 0),
             ("ivf_nprobe", 1),
+            ("ivf_refine", 1),
             ("ivf_train_per_list", 39),
             ("ivf_train_iters", 1),
         ):
@@ -78,6 +92,8 @@ class IndexConfig:
         if kind not in (IndexKind.HNSW, IndexKind.IVF):
             raise ValueError(f"IndexConfig.ann_kind must be 'ivf' or 'hnsw', got {self.ann_kind!r}")
         object.__setattr__(self, "ann_kind", kind)
+        if self.ivf_codec not in IVF_CODECS:
+            raise ValueError(f"IndexConfig.ivf_codec must be one of {IVF_CODECS}, got {self.ivf_codec!r}")
         g = self.ivf_retrain_growth
         if isinstance(g, bool) or not isinstance(g, int | float) or not g > 1.0:
             raise ValueError(f"IndexConfig.ivf_retrain_growth must be a number > 1, got {g!r}")

@@ -6,10 +6,13 @@ Design choices:
 
 * Exact `IndexFlatIP` up to `IndexConfig.exact_max_size` posts (50k by default: brute force is
   then a few ms and has perfect recall), an approximate structure above: IVF-Flat by default
-  (`ann_kind="ivf"`: about sqrt(P) k-means lists, `ivf_nprobe` of them scanned exactly per query),
-  or HNSW (`ann_kind="hnsw"`). IVF was chosen from the measured 1M-post curve (`bench run ann`,
+  (`ann_kind="ivf"`: about sqrt(P) k-means lists, `ivf_nprobe` of them scanned per query), or
+  HNSW (`ann_kind="hnsw"`). IVF was chosen from the measured 1M-post curve (`bench run ann`,
   BENCHMARKS.md "ANN at 1M posts"): it builds in seconds where HNSW takes minutes, and at the
-  same queries/s it had the higher recall. The kind is fixed at `build`; `compact()` rebuilds (re-picking the kind and
+  same queries/s it had the higher recall. The lists hold 4-bit PQ codes scanned with SIMD
+  fast-scan (`ivf_codec="pq4"`) and the shortlist is re-scored exactly from float32 rows kept
+  beside them (`IndexRefineFlat`): an IVF-Flat scan is bound by memory traffic, the codes are an
+  eighth of its bytes, so more lists are probed for the same time. The kind is fixed at `build`; `compact()` rebuilds (re-picking the kind and
   retraining IVF lists on the live posts) when an index has grown or collected tombstones.
 * Post ids live in an int64 array beside the index, position i <-> FAISS id i, rather than in an
   `IndexIDMap2`: HNSW cannot remove vectors, so a re-added post id (its embedding changed)
@@ -136,14 +139,29 @@ def _new_faiss_index(kind: IndexKind, dim: int, config: IndexConfig, *, num_post
         return faiss.IndexFlatIP(dim)
     if kind is IndexKind.IVF:
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, config.nlist_for(num_posts), faiss.METRIC_INNER_PRODUCT)
+        nlist = config.nlist_for(num_posts)
+        if config.ivf_codec == "flat":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            # One 4-bit sub-quantizer per dimension: D/2 bytes a post, scanned 32 codes at a time.
+            index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, dim, 4, faiss.METRIC_INNER_PRODUCT)
+        index.own_fields = True
+        quantizer.this.disown()
         index.nprobe = config.ivf_nprobe
         # Unit-norm centroids: lists by cosine, the metric the search ranks by.
         index.cp.spherical = True
         index.cp.niter = config.ivf_train_iters
         index.cp.seed = 1234
         index.cp.max_points_per_centroid = config.ivf_train_per_list
-        return index
+        if config.ivf_codec == "flat":
+            return index
+        # The codes only shortlist: the float32 rows beside them give the scores returned (and the
+        # vectors compact/rebuild reconstruct, so no quantisation error accumulates).
+        refined = faiss.IndexRefineFlat(index)
+        refined.k_factor = float(config.ivf_refine)
+        refined.own_fields = True
+        index.this.disown()
+        return refined
     index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = config.hnsw_ef_construction
     index.hnsw.efSearch = config.hnsw_ef_search
@@ -152,15 +170,32 @@ def _new_faiss_index(kind: IndexKind, dim: int, config: IndexConfig, *, num_post
 
 def _train_ivf(index: faiss.Index, emb: np.ndarray, config: IndexConfig) -> None:
     """k-means the IVF lists on a fixed-seed sample of `emb` (`ivf_train_per_list` points a list)."""
-    n = min(emb.shape[0], config.ivf_train_per_list * int(index.nlist))
+    n = min(emb.shape[0], config.ivf_train_per_list * int(_ivf(index).nlist))
     rows = (
         np.sort(np.random.default_rng(0).choice(emb.shape[0], size=n, replace=False))
         if n < emb.shape[0]
         else None
     )
     index.train(emb if rows is None else np.ascontiguousarray(emb[rows]))
-    # reconstruct_n (compact, rebuild) needs the position -> list map; adds keep it current.
-    index.make_direct_map()
+    if not isinstance(index, faiss.IndexRefine):
+        # reconstruct_n (compact, rebuild) needs the position -> list map; adds keep it current.
+        # (A refined index reconstructs from its float32 rows instead.)
+        index.make_direct_map()
+
+
+def _ivf(index: faiss.Index) -> Any:
+    """The IVF part of an IVF index (itself, or the base under an exact re-scoring layer)."""
+    return faiss.extract_index_ivf(index)
+
+
+def _ivf_params(index: faiss.Index, nprobe: int) -> Any:
+    """Search parameters scanning `nprobe` lists of the IVF `index` (through a re-scoring layer)."""
+    ivf = faiss.SearchParametersIVF(nprobe=nprobe)
+    if not isinstance(index, faiss.IndexRefine):
+        return ivf
+    params = faiss.IndexRefineSearchParameters(k_factor=float(index.k_factor), base_index_params=ivf)
+    params._ivf = ivf  # SWIG holds a raw pointer: keep the IVF parameters alive with their parent
+    return params
 
 
 class _BuildThreads:
@@ -411,13 +446,12 @@ class CorpusIndex:
             n_dead = n_total - live.size
             fetch = _first_fetch(k, int(n_excl.max()), n_dead, n_total)
             ivf = self._kind is IndexKind.IVF
-            nprobe = int(self._index.nprobe) if ivf else 0
+            nlist = int(_ivf(self._index).nlist) if ivf else 0
+            nprobe = min(nlist, int(_ivf(self._index).nprobe)) if ivf else 0
             while True:
                 if ivf:
                     # Only the probed lists are scanned, whatever the fetch: widen them on retries.
-                    scores, pos = self._index.search(
-                        q, fetch, params=faiss.SearchParametersIVF(nprobe=nprobe)
-                    )
+                    scores, pos = self._index.search(q, fetch, params=_ivf_params(self._index, nprobe))
                 else:
                     scores, pos = self._index.search(q, fetch)
                 ok = pos >= 0
@@ -430,11 +464,11 @@ class CorpusIndex:
                 # Complete once every row has what it can have; a short row (more exclusions or
                 # tombstones near the query than the estimate, or the ANN's approximation) doubles.
                 # IVF scans only the probed lists: complete only once it has probed them all.
-                complete = fetch >= n_total and (not ivf or nprobe >= self._index.nlist)
+                complete = fetch >= n_total and (not ivf or nprobe >= nlist)
                 if complete or np.all(ok.sum(axis=1) >= achievable):
                     break
                 if ivf and np.any(pos < 0):
-                    nprobe = min(int(self._index.nlist), 2 * nprobe)
+                    nprobe = min(nlist, 2 * nprobe)
                 fetch = min(n_total, 2 * fetch)
         # Compact each row's surviving hits to the front, keeping FAISS's best-first order.
         rank = np.cumsum(ok, axis=1) - 1
@@ -561,6 +595,11 @@ class CorpusIndex:
         saved = {k: v for k, v in meta["config"].items() if k in known}
         if "ann_kind" not in meta["config"] and kind is IndexKind.HNSW:
             saved["ann_kind"] = IndexKind.HNSW  # written before IVF existed: it was built as HNSW
+        if kind is IndexKind.IVF:
+            # The structure says what the lists hold (snapshots from before pq4 are IVF-Flat).
+            saved["ivf_codec"] = "pq4" if isinstance(index, faiss.IndexRefine) else "flat"
+            if isinstance(index, faiss.IndexRefine):
+                saved["ivf_refine"] = max(1, round(index.k_factor))
         saved_config = IndexConfig(**saved)
         if config is not None:
             # The search-time knobs and build threads follow the caller; the structure stays as saved.
@@ -573,6 +612,6 @@ class CorpusIndex:
         if kind is IndexKind.HNSW:
             index.hnsw.efSearch = saved_config.hnsw_ef_search
         elif kind is IndexKind.IVF:
-            index.nprobe = saved_config.ivf_nprobe
+            _ivf(index).nprobe = saved_config.ivf_nprobe
         trained_on = int(meta.get("trained_on", meta["ntotal"]))
         return cls(index, ids.astype(np.int64), alive.astype(bool), kind, saved_config, trained_on=trained_on)
