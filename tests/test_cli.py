@@ -4,6 +4,7 @@ and `evaluate`'s defaults (the bundle's protocol, the dataset check)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import click
@@ -153,3 +154,17 @@ def test_commands_that_print_results_have_json(command):
     for name in command:
         cmd = cmd.commands[name]
     assert "--json" in {opt for p in cmd.params for opt in getattr(p, "opts", ())}
+
+
+def test_source_benchmarks_resolve_from_any_directory(tmp_path):
+    # `phoenix-recsys bench run scale|replicas|ann` runs benchmarks/ from the source checkout, which is
+    # not on sys.path when the console script starts (it failed with ModuleNotFoundError before).
+    import subprocess
+    import sys
+
+    code = "from phoenix_recsys.cli.bench import _source_benchmarks as f; print(f('ann').__module__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "benchmarks.run"

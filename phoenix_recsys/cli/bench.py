@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,30 @@ bench_app = typer.Typer(
 )
 
 
+#: Long system benchmarks that live in the source checkout's `benchmarks/` (not in the installed
+#: package): the HTTP load runs (issues 13, 15) and the 1M-post ANN sweep.
+_SOURCE_BENCHMARKS = ("scale", "replicas", "ann")
+
+
+def _source_benchmarks(name: str) -> Callable[[list[str]], None]:
+    """`benchmarks.run.main` from the source checkout this package is installed from (or the
+    working directory), since `benchmarks/` is not part of the installed package."""
+    import sys
+
+    try:
+        from benchmarks.run import main
+    except ModuleNotFoundError:
+        roots = [Path(__file__).resolve().parents[2], Path.cwd()]
+        root = next((r for r in roots if (r / "benchmarks" / "run.py").is_file()), None)
+        if root is None:
+            raise typer.BadParameter(
+                f"`bench run {name}` needs a source checkout of phoenix-recsys (its benchmarks/ folder): "
+                "run it from the repository root", param_hint="NAME") from None
+        sys.path.insert(0, str(root))
+        from benchmarks.run import main
+    return main
+
+
 @bench_app.command("list")
 def list_cmd(as_json: JsonFlag = False) -> None:
     """The benchmarks and their protocols."""
@@ -32,6 +57,8 @@ def list_cmd(as_json: JsonFlag = False) -> None:
         return
     for name, job in jobs().items():
         console.print(f"[bold]{name}[/]: {job.description} (models: {', '.join(job.kinds)}, {job.steps} steps)")
+    console.print(f"System benchmarks (from a source checkout, long): {', '.join(_SOURCE_BENCHMARKS)}; "
+                  "see BENCHMARKS.md.")
 
 
 @bench_app.command("run")
@@ -56,12 +83,11 @@ def run_cmd(
     from phoenix_recsys.cli.train import print_report
     from phoenix_recsys.train.quality import jobs, run_job
 
-    if name in ("scale", "replicas"):  # the HTTP load benchmarks (issues 13, 15), run from a source checkout
+    if name in _SOURCE_BENCHMARKS:
         import os
 
-        from benchmarks.run import main as bench_main
-
-        if size is not None:
+        bench_main = _source_benchmarks(name)
+        if size is not None and name != "ann":
             os.environ["PHOENIX_SCALE_SIZE" if name == "scale" else "PHOENIX_REPLICAS_SIZE"] = size
         bench_main([name])
         return
