@@ -255,7 +255,7 @@ class ServeSettings(BaseSettings):
     hnsw_ef_search: PositiveInt = 128
     ivf_nprobe: PositiveInt = 384
     ivf_codec: typing.Literal["pq4", "flat"] = "pq4"
-    ivf_refine: int = Field(8, ge=1, le=64)
+    ivf_refine: int = Field(4, ge=1, le=64)
     chunk_size: PositiveInt = 1024
     rank_batch_window_ms: float = Field(0.0, ge=0, le=100)
     rank_batch_max_requests: int = Field(8, ge=2, le=64)

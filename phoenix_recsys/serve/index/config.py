@@ -63,7 +63,7 @@ class IndexConfig:
     ivf_nlist: int = 0
     ivf_nprobe: int = 384
     ivf_codec: str = "pq4"
-    ivf_refine: int = 8
+    ivf_refine: int = 4
     ivf_train_per_list: int = 64
     ivf_train_iters: int = 10
     ivf_retrain_growth: float = 2.0
