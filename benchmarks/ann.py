@@ -8,7 +8,10 @@ a trained bundle directory to measure that instead. Queries: user-tower embeddin
 sample of users with history, each from their last S engaged events (what a feed request embeds).
 Truth: exact top-100 by `IndexFlatIP`. Each point: recall@100 (mean over queries of
 |ANN top-100 ∩ exact top-100| / 100), queries/s one query at a time (the server's pattern) and in
-one batch, build seconds (train + add, every core), index bytes (serialised size).
+one batch, build seconds (train + add, every core), index bytes (serialised size). Structures:
+IVF with float32 lists (IVF-Flat), with 4-bit PQ fast-scan codes whose shortlist is re-scored
+exactly (the serving default, `IndexConfig.ivf_codec="pq4"`, built by the serving code), with
+scalar-quantised lists (fp16, SQ8 + exact re-scoring) for comparison, and HNSW.
 
 Cache (`PHOENIX_ANN_CACHE`, default ~/.cache/phoenix-recsys/ann): the world, the bundle, and the
 `[P, D]` float32 embedding matrix as .npy, so reruns skip the embedding. `python -m benchmarks.ann
@@ -228,11 +231,11 @@ def _configs() -> list[dict[str, Any]]:
     every = [
         {"key": "ivf1024", "name": "IVF1024,Flat", "kind": "ivf", "nlist": 1024, "ivf_codec": "flat",
          "params": [4, 8, 16, 32, 64, 128, 256, 384, 512]},
-        # The serving default (`IndexConfig.ivf_codec="pq4"`): 4-bit fast-scan codes shortlist, the
-        # float32 rows re-score the top `ivf_refine` x k. A flat scan is bound by memory traffic.
-        {"key": "ivf1024-pq4", "name": "IVF1024,PQ4fs,R8", "kind": "ivf", "nlist": 1024, "ivf_codec": "pq4",
+        # 4-bit fast-scan codes shortlist, the float32 rows re-score the top `ivf_refine` x k (a flat
+        # scan is bound by memory traffic). R4 is the serving default (`IndexConfig.ivf_codec="pq4"`).
+        {"key": "ivf1024-pq4r8", "name": "IVF1024,PQ4fs,R8", "kind": "ivf", "nlist": 1024, "ivf_codec": "pq4",
          "ivf_refine": 8, "params": [64, 128, 256, 320, 384, 512]},
-        {"key": "ivf1024-pq4r4", "name": "IVF1024,PQ4fs,R4", "kind": "ivf", "nlist": 1024, "ivf_codec": "pq4",
+        {"key": "ivf1024-pq4", "name": "IVF1024,PQ4fs,R4", "kind": "ivf", "nlist": 1024, "ivf_codec": "pq4",
          "ivf_refine": 4, "params": [256, 384, 512]},
         # Scalar-quantised lists (half or a quarter of the bytes, SQ8 re-scored exactly), for comparison.
         {"key": "ivf1024-fp16", "name": "IVF1024,SQfp16", "kind": "ivf", "nlist": 1024, "codec": "SQfp16",
