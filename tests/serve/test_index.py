@@ -285,8 +285,10 @@ def test_save_load_round_trip(tmp_path, corpus, hnsw_corpus, ivf_corpus, which):
         tuned = CorpusIndex.load(tmp_path / "idx", fp, config=IndexConfig(hnsw_ef_search=17))
         assert tuned.config.hnsw_ef_search == 17 and tuned._index.hnsw.efSearch == 17
     if which == "ivf":
-        tuned = CorpusIndex.load(tmp_path / "idx", fp, config=IndexConfig(ivf_nprobe=5))
+        tuned = CorpusIndex.load(tmp_path / "idx", fp, config=IndexConfig(ivf_nprobe=5, ivf_refine=2))
         assert tuned.config.ivf_nprobe == 5 and faiss.extract_index_ivf(tuned._index).nprobe == 5
+        # The refine factor is a search-time knob too: a snapshot written under another one follows the caller.
+        assert tuned.config.ivf_refine == 2 and tuned._index.k_factor == 2.0
 
 
 def test_fingerprint_mismatch_and_torn_saves_are_detected(tmp_path, corpus):

@@ -5,15 +5,16 @@ Axes: P posts, D embedding width, B queries, k results per query.
 Design choices:
 
 * Exact `IndexFlatIP` up to `IndexConfig.exact_max_size` posts (50k by default: brute force is
-  then a few ms and has perfect recall), an approximate structure above: IVF-Flat by default
+  then a few ms and has perfect recall), an approximate structure above: IVF by default
   (`ann_kind="ivf"`: about sqrt(P) k-means lists, `ivf_nprobe` of them scanned per query), or
   HNSW (`ann_kind="hnsw"`). IVF was chosen from the measured 1M-post curve (`bench run ann`,
   BENCHMARKS.md "ANN at 1M posts"): it builds in seconds where HNSW takes minutes, and at the
   same queries/s it had the higher recall. The lists hold 4-bit PQ codes scanned with SIMD
   fast-scan (`ivf_codec="pq4"`) and the shortlist is re-scored exactly from float32 rows kept
   beside them (`IndexRefineFlat`): an IVF-Flat scan is bound by memory traffic, the codes are an
-  eighth of its bytes, so more lists are probed for the same time. The kind is fixed at `build`; `compact()` rebuilds (re-picking the kind and
-  retraining IVF lists on the live posts) when an index has grown or collected tombstones.
+  eighth of its bytes, so more lists are probed for the same time. The kind is fixed at `build`;
+  `compact()` rebuilds (re-picking the kind and retraining IVF lists on the live posts) when an
+  index has grown or collected tombstones.
 * Post ids live in an int64 array beside the index, position i <-> FAISS id i, rather than in an
   `IndexIDMap2`: HNSW cannot remove vectors, so a re-added post id (its embedding changed)
   tombstones the old position and appends the new vector. Duplicate ids across `add` calls
@@ -540,7 +541,7 @@ class CorpusIndex:
         Args:
           directory: as given to `save`.
           expected_fingerprint: the fingerprint of the current model bundle + corpus.
-          config: optional; its search-time settings (`hnsw_ef_search`, `ivf_nprobe`) and
+          config: optional; its search-time settings (`hnsw_ef_search`, `ivf_nprobe`, `ivf_refine`) and
             `build_threads` apply to the loaded index (the saved config otherwise).
           strict: raise `IndexMismatchError` instead of returning None.
 
@@ -607,11 +608,14 @@ class CorpusIndex:
                 saved_config,
                 hnsw_ef_search=config.hnsw_ef_search,
                 ivf_nprobe=config.ivf_nprobe,
+                ivf_refine=config.ivf_refine,
                 build_threads=config.build_threads,
             )
         if kind is IndexKind.HNSW:
             index.hnsw.efSearch = saved_config.hnsw_ef_search
         elif kind is IndexKind.IVF:
             _ivf(index).nprobe = saved_config.ivf_nprobe
+            if isinstance(index, faiss.IndexRefine):
+                index.k_factor = float(saved_config.ivf_refine)
         trained_on = int(meta.get("trained_on", meta["ntotal"]))
         return cls(index, ids.astype(np.int64), alive.astype(bool), kind, saved_config, trained_on=trained_on)
