@@ -20,8 +20,12 @@ def workers(bundle_dir, world, tmp_path, jax_cache_dir, runtime):
     srv.stop()
 
 
-def _client_per_worker(url: str, deadline_s: float = 60.0) -> dict[str, httpx.Client]:
-    """One keep-alive client pinned to each worker (a connection stays with the worker that accepted it)."""
+def _client_per_worker(url: str, deadline_s: float = 180.0) -> dict[str, httpx.Client]:
+    """One keep-alive client pinned to each worker (a connection stays with the worker that accepted it).
+
+    The server is ready once one worker answers; the other may still be loading its models, which
+    on a loaded 2-core box took over a minute (CI flake), hence the long deadline and the pause
+    between tries that leaves it the CPU."""
     out: dict[str, httpx.Client] = {}
     deadline = time.monotonic() + deadline_s
     while len(out) < 2:
@@ -30,6 +34,7 @@ def _client_per_worker(url: str, deadline_s: float = 60.0) -> dict[str, httpx.Cl
         sid = c.get("/healthz").json()["index_follow"]["server_id"]
         if sid in out:
             c.close()
+            time.sleep(0.1)
         else:
             out[sid] = c
     return out
