@@ -86,8 +86,11 @@ def run_cmd(
     if name in _SOURCE_BENCHMARKS:
         import os
 
+        if size is not None and name == "ann":
+            raise typer.BadParameter("--size applies to scale and replicas; the ANN sweep's size is "
+                                     "PHOENIX_ANN_POSTS", param_hint="--size")  # fmt: skip
         bench_main = _source_benchmarks(name)
-        if size is not None and name != "ann":
+        if size is not None:
             os.environ["PHOENIX_SCALE_SIZE" if name == "scale" else "PHOENIX_REPLICAS_SIZE"] = size
         bench_main([name])
         return
