@@ -263,7 +263,7 @@ def _build(cfg: dict[str, Any], xb: np.ndarray) -> tuple[Any, float, float]:
     import faiss
 
     from phoenix_recsys.serve.index.config import IndexConfig, IndexKind
-    from phoenix_recsys.serve.index.corpus import _new_faiss_index, _train_ivf
+    from phoenix_recsys.serve.index.corpus import _new_faiss_index, _train_ivf, refined_flat
 
     d = xb.shape[1]
     if cfg["kind"] == "hnsw":
@@ -273,39 +273,34 @@ def _build(cfg: dict[str, Any], xb: np.ndarray) -> tuple[Any, float, float]:
         index.add(xb)
         return index, 0.0, time.perf_counter() - t0
     # IVF exactly as CorpusIndex builds it (spherical k-means on a sample), so the curve is the code's.
-    icfg = IndexConfig(ann_kind="ivf", ivf_nlist=cfg["nlist"], ivf_codec=cfg.get("ivf_codec", "flat"),
-                       ivf_refine=cfg.get("ivf_refine", 8))  # fmt: skip
-    index = _new_faiss_index(IndexKind.IVF, d, icfg, num_posts=xb.shape[0])
-    codec = cfg.get("codec")
-    if codec:
-        index = _compressed_ivf(index, codec, d)
+    icfg = IndexConfig(ann_kind="ivf", ivf_nlist=cfg["nlist"],
+                       **{k: cfg[k] for k in ("ivf_codec", "ivf_refine") if k in cfg})  # fmt: skip
+    nlist = icfg.nlist_for(xb.shape[0])
+    index = (_scalar_quantised_ivf(cfg["codec"], d, nlist, icfg) if cfg.get("codec")
+             else _new_faiss_index(IndexKind.IVF, d, icfg, num_posts=xb.shape[0]))  # fmt: skip
     t0 = time.perf_counter()
     _train_ivf(index, xb, icfg)
     t1 = time.perf_counter()
     if cfg.get("refine"):
         # Exact re-scoring of the top refine x k from float32 rows kept beside the codes.
-        refined = faiss.IndexRefineFlat(index)
-        refined.k_factor = float(cfg["refine"])
-        refined.own_fields = True
-        index.this.disown()
-        index = refined
+        index = refined_flat(index, cfg["refine"])
     index.add(xb)
     return index, t1 - t0, time.perf_counter() - t1
 
 
-def _compressed_ivf(flat: Any, codec: str, d: int) -> Any:
-    """An IVF index with `flat`'s k-means settings whose lists hold scalar-quantised `codec` rows."""
+def _scalar_quantised_ivf(codec: str, d: int, nlist: int, config: Any) -> Any:
+    """An untrained IVF index whose lists hold scalar-quantised `codec` rows, with CorpusIndex's
+    k-means settings."""
     import faiss
+
+    from phoenix_recsys.serve.index.corpus import set_kmeans
 
     quantizer = faiss.IndexFlatIP(d)
     qt = {"SQ8": faiss.ScalarQuantizer.QT_8bit, "SQfp16": faiss.ScalarQuantizer.QT_fp16}[codec]
-    index = faiss.IndexIVFScalarQuantizer(quantizer, d, flat.nlist, qt, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qt, faiss.METRIC_INNER_PRODUCT)
     index.own_fields = True
     quantizer.this.disown()
-    index.cp.spherical = flat.cp.spherical
-    index.cp.niter = flat.cp.niter
-    index.cp.seed = flat.cp.seed
-    index.cp.max_points_per_centroid = flat.cp.max_points_per_centroid
+    set_kmeans(index, config)
     return index
 
 

@@ -167,10 +167,9 @@ class ServeSettings(BaseSettings):
       product_surface: the surface the feed is shown on (the candidates' surface token).
       store_path / index_dir: defaults `<bundle>/store.sqlite` and `<bundle>/index`.
       index_exact_max_size / index_ann_kind / hnsw_ef_search / ivf_nprobe / ivf_codec / ivf_refine:
-        `IndexConfig`
-        (exact_max_size, ann_kind, ...): exact search up to the size, then IVF by default (4-bit PQ
-        codes, the shortlist re-scored exactly;
-        BENCHMARKS.md, "ANN at 1M posts", has the measured curve behind it).
+        `IndexConfig` (exact_max_size, ann_kind, ...): exact search up to the size, then IVF by
+        default (4-bit PQ codes, the shortlist re-scored exactly; BENCHMARKS.md, "ANN at 1M
+        posts", has the measured curve behind it).
       chunk_size: largest candidate chunk of cached-context scoring.
       rank_batch_window_ms / rank_batch_max_requests: micro-batching of ranking across concurrent
         requests (`serve.feed.batcher`): a request waits up to this many milliseconds for others

@@ -149,24 +149,35 @@ def _new_faiss_index(kind: IndexKind, dim: int, config: IndexConfig, *, num_post
         index.own_fields = True
         quantizer.this.disown()
         index.nprobe = config.ivf_nprobe
-        # Unit-norm centroids: lists by cosine, the metric the search ranks by.
-        index.cp.spherical = True
-        index.cp.niter = config.ivf_train_iters
-        index.cp.seed = 1234
-        index.cp.max_points_per_centroid = config.ivf_train_per_list
+        set_kmeans(index, config)
         if config.ivf_codec == "flat":
             return index
         # The codes only shortlist: the float32 rows beside them give the scores returned (and the
         # vectors compact/rebuild reconstruct, so no quantisation error accumulates).
-        refined = faiss.IndexRefineFlat(index)
-        refined.k_factor = float(config.ivf_refine)
-        refined.own_fields = True
-        index.this.disown()
-        return refined
+        return refined_flat(index, config.ivf_refine)
     index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = config.hnsw_ef_construction
     index.hnsw.efSearch = config.hnsw_ef_search
     return index
+
+
+def set_kmeans(index: faiss.Index, config: IndexConfig) -> None:
+    """The k-means settings of the IVF lists of `index` (an untrained IVF index) from `config`."""
+    # Unit-norm centroids: lists by cosine, the metric the search ranks by.
+    index.cp.spherical = True
+    index.cp.niter = config.ivf_train_iters
+    index.cp.seed = 1234
+    index.cp.max_points_per_centroid = config.ivf_train_per_list
+
+
+def refined_flat(index: faiss.Index, k_factor: float) -> faiss.Index:
+    """`index` under an exact re-scoring layer: its best `k_factor` x k hits re-scored from float32
+    rows the layer keeps (it takes ownership of `index`; add vectors through the layer)."""
+    refined = faiss.IndexRefineFlat(index)
+    refined.k_factor = float(k_factor)
+    refined.own_fields = True
+    index.this.disown()
+    return refined
 
 
 def _train_ivf(index: faiss.Index, emb: np.ndarray, config: IndexConfig) -> None:
@@ -447,8 +458,9 @@ class CorpusIndex:
             n_dead = n_total - live.size
             fetch = _first_fetch(k, int(n_excl.max()), n_dead, n_total)
             ivf = self._kind is IndexKind.IVF
-            nlist = int(_ivf(self._index).nlist) if ivf else 0
-            nprobe = min(nlist, int(_ivf(self._index).nprobe)) if ivf else 0
+            lists = _ivf(self._index) if ivf else None
+            nlist = int(lists.nlist) if ivf else 0
+            nprobe = min(nlist, int(lists.nprobe)) if ivf else 0
             while True:
                 if ivf:
                     # Only the probed lists are scanned, whatever the fetch: widen them on retries.
@@ -598,8 +610,9 @@ class CorpusIndex:
             saved["ann_kind"] = IndexKind.HNSW  # written before IVF existed: it was built as HNSW
         if kind is IndexKind.IVF:
             # The structure says what the lists hold (snapshots from before pq4 are IVF-Flat).
-            saved["ivf_codec"] = "pq4" if isinstance(index, faiss.IndexRefine) else "flat"
-            if isinstance(index, faiss.IndexRefine):
+            refined = isinstance(index, faiss.IndexRefine)
+            saved["ivf_codec"] = "pq4" if refined else "flat"
+            if refined:
                 saved["ivf_refine"] = max(1, round(index.k_factor))
         saved_config = IndexConfig(**saved)
         if config is not None:
