@@ -118,7 +118,8 @@ class CachedRanker:
                 _slice_opt(batch.candidate_post_creation_ts, start, stop, kk),
                 _slice_opt(batch.candidate_in_network, start, stop, kk),
             )
-            out = self._score(self._state, cache, _candidates_only(chunk), jnp.int32(start))
+            # A NumPy scalar, not jnp.int32: that would run an eager device op per chunk on the hot path.
+            out = self._score(self._state, cache, _candidates_only(chunk), np.int32(start))
             # Slice on the host: a device-side slice compiles one program per distinct length.
             logits.append(np.asarray(out.logits, np.float32)[:, : stop - start])
             if out.continuous_preds is not None:

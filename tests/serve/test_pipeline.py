@@ -334,11 +334,33 @@ def test_source_stages(service):
 
 
 def test_candidate_buckets_bound_the_compiled_shapes():
-    assert candidate_buckets(1024) == (64, 256, 1024)
+    assert candidate_buckets(1024) == (64, 128, 256, 512, 1024)
     # Over one chunk: whole chunks, then the rest padded to its own bucket (not to a whole chunk).
-    assert [padded_size(n, 1024) for n in (1, 64, 65, 300, 1024, 1025, 1100, 2048, 5000)] == [
-        64, 64, 256, 1024, 1024, 1088, 1280, 2048, 5120]
+    assert [padded_size(n, 1024) for n in (1, 64, 65, 300, 1024, 1025, 1100, 1463, 2048, 5000)] == [
+        64, 64, 128, 512, 1024, 1088, 1152, 1536, 2048, 5120]
     assert candidate_buckets(100) == (64, 100)
+
+
+def test_serving_probabilities_match_the_model_definition():
+    import warnings
+
+    import jax.numpy as jnp
+
+    from phoenix_recsys.actions import PHOENIX_ACTIONS
+    from phoenix_recsys.model import probabilities_from_logits
+    from phoenix_recsys.serve.runtime import _probabilities
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((300, len(PHOENIX_ACTIONS))) * 30).astype(np.float32)
+    x[:3] = [[1e4], [-1e4], [0.0]]  # saturation both ways, and the branch point
+    binary = np.array(PHOENIX_ACTIONS.binary_mask(), bool)
+    assert not binary.all()  # the vocabulary has a continuous action, so both functions are exercised
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value warnings on the request path
+        got = _probabilities(x, binary)
+    want = np.asarray(probabilities_from_logits(jnp.asarray(x), PHOENIX_ACTIONS))
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_scoring_config_covers_any_vocabulary():
