@@ -25,6 +25,7 @@ import math
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -48,6 +49,7 @@ from phoenix_recsys.serve.feed import (
 from phoenix_recsys.serve.feed.batcher import RankBatcher
 from phoenix_recsys.serve.feed.coldstart import ColdStartCache, ColdStartConfig
 from phoenix_recsys.serve.filters import (
+    SOURCE_IN_NETWORK,
     Candidates,
     FilterConfig,
     FilterContext,
@@ -496,11 +498,11 @@ class FeedService:
         parts, degraded = self._run_sources(jobs)
         degraded = early + degraded
         candidates = Candidates.concat(parts) if parts else Candidates.empty()
-        src_names, src_counts = np.unique(candidates.source.astype(str), return_counts=True)
-        sources = {str(n): int(c) for n, c in zip(src_names, src_counts, strict=True)}
+        # A Counter over the few source names: np.unique sorted ~2,000 strings a request.
+        sources = {str(n): c for n, c in sorted(Counter(candidates.source.tolist()).items())}
         timer.lap("sources")
 
-        candidates = hydrate(self.store, candidates)
+        candidates = hydrate(self.store, candidates, read_now=candidates.source == SOURCE_IN_NETWORK)
         timer.lap("hydrate")
 
         ctx = FilterContext(
