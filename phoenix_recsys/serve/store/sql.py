@@ -322,6 +322,10 @@ class SQLStore(Store):
             yield PostRows._from_rows(rows)
             last = rows[-1][0]
 
+    def _engagements_since(self) -> str:
+        """The FROM item of engagements read by a time window (`timestamp >= ?`); backends may pin an index."""
+        return "engagements"
+
     def _recent_posts_sql(self) -> str:
         # The correlated sub-select walks idx_posts_author_created for each author and stops after
         # `per_author_cap` rows, so cost is O(authors x cap), not O(all posts of those authors).
@@ -367,9 +371,10 @@ class SQLStore(Store):
           `PostRows`, most engaged first (ties: newer post, then higher id).
         """
         limit = v.scalar_int("limit", limit)
+        source = "engagements" if since is None else self._engagements_since()
         rows = self._fetchall(
             f"SELECT {_P_COLS} FROM ("
-            "  SELECT post_id, COUNT(*) AS n FROM engagements WHERE timestamp >= ? GROUP BY post_id"
+            f"  SELECT post_id, COUNT(*) AS n FROM {source} WHERE timestamp >= ? GROUP BY post_id"
             ") AS c JOIN posts AS p ON p.post_id = c.post_id WHERE p.deleted_at IS NULL AND p.taken_down_at IS NULL "
             "ORDER BY c.n DESC, p.created_at DESC, p.post_id DESC LIMIT ?",
             (v.INT64_MIN if since is None else int(since), limit),

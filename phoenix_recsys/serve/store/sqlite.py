@@ -210,6 +210,14 @@ class SQLiteStore(SQLStore):
     def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._conn().execute(sql, tuple(params)).fetchall()
 
+    def _engagements_since(self) -> str:
+        # Without ANALYZE statistics SQLite answers the popular query (`timestamp >= ? GROUP BY
+        # post_id`) by walking idx_engagements_post, i.e. the whole table, to skip the GROUP BY
+        # sort: at 1.4M engagements 4.0 s for a 7-day window of 0.8M rows, 3.8 s for one day's
+        # 0.2M, every refresh in every worker. The covering time index reads only the window:
+        # 0.57 s / 0.18 s, same rows.
+        return "engagements INDEXED BY idx_engagements_time_post"
+
     def _is_missing_post_error(self, e: BaseException) -> bool:
         return isinstance(e, sqlite3.IntegrityError)
 
