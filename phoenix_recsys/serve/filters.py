@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from phoenix_recsys.serve._ids import member
+
 #: Where a candidate came from; free text on purpose (a pipeline may add sources), these are the usual.
 SOURCE_IN_NETWORK = "in_network"
 SOURCE_OUT_OF_NETWORK = "out_of_network"
@@ -290,9 +292,9 @@ def _removal_mask(
         key = np.where(c.repost_of >= 0, c.repost_of, c.post_ids)
         return ~_first_occurrence(key, alive)
     if name is FilterName.SEEN:
-        return np.isin(c.post_ids, ctx.seen_post_ids)
+        return member(c.post_ids, ctx.seen_post_ids)
     if name is FilterName.SERVED_IN_SESSION:
-        return np.isin(c.post_ids, ctx.served_post_ids)
+        return member(c.post_ids, ctx.served_post_ids)
     if name is FilterName.MUTED_KEYWORD:
         if c.text is None or not ctx.muted_keywords:
             return None
