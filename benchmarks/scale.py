@@ -74,6 +74,21 @@ def _rss_by_process(pid: int) -> dict[int, float]:
     return out
 
 
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and all its descendants (the workers), from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _drive(port: int | list[int], users: dict[str, np.ndarray], threads: int, duration_s: float,
            seed: int) -> dict[str, Any]:
     """`threads` keep-alive clients for `duration_s`, each cycling the classes; latencies per class.
@@ -208,7 +223,14 @@ def run() -> dict:
                 "cold_start": np.arange(cfg.users + 1_000_000, cfg.users + 1_002_000),
             }
             _drive(port, users, 2, min(10.0, duration), seed=99)  # warm caches (SQLite pages, FAISS)
-            rows = [_drive(port, users, c, duration, seed=c) for c in CONCURRENCY]
+            rows = []
+            for c in CONCURRENCY:
+                # Server CPU per request as well as latency: on a shared box whose speed drifts, CPU
+                # per feed is the steadier figure for comparing runs.
+                cpu0 = server_cpu_s(proc.pid)
+                r = _drive(port, users, c, duration, seed=c)
+                r["server_cpu_ms_per_request"] = (server_cpu_s(proc.pid) - cpu0) / max(r["requests"], 1) * 1e3
+                rows.append(r)
             rss_by = _rss_by_process(proc.pid)
             rss = sum(rss_by.values())
             load["end"] = os.getloadavg()[0]
@@ -286,9 +308,13 @@ def table(result: dict) -> str:
             f"PHOENIX_SCALE_RANK_BATCH_MS={s.get('rank_batch_window_ms', 0):g} PHOENIX_SCALE_HEAVY={s['heavy_users']}x{s['heavy_events']} "
             f"PHOENIX_SCALE_DURATION={s['duration_s']:.0f} phoenix-recsys bench run scale --size "
             f"{s['users']}x{s['posts']}x{s['events']}`.\n\n")  # fmt: skip
-    rows = [[r["concurrency"], f"{r['requests_per_s']:.1f}", r["errors"]]
+    def cpu(r: dict) -> str:
+        return f"{r['server_cpu_ms_per_request']:.1f}" if "server_cpu_ms_per_request" in r else "-"
+
+    rows = [[r["concurrency"], f"{r['requests_per_s']:.1f}", r["errors"], cpu(r)]
             + [f"{r[c]['p50_ms']:.0f} / {r[c]['p99_ms']:.0f}" for c in CLASSES] for r in result["rows"]]  # fmt: skip
-    t1 = markdown_table(["clients", "requests/s", "errors"] + [f"{c} p50 / p99 ms" for c in CLASSES], rows)
+    t1 = markdown_table(["clients", "requests/s", "errors", "server CPU ms / request"]
+                        + [f"{c} p50 / p99 ms" for c in CLASSES], rows)  # fmt: skip
     t2 = markdown_table(["lifetime events", "requests", "p50 ms"],
                         [[f"{b['events_from']:,}-{b['events_to']:,}", b["n"], f"{b['p50_ms']:.0f}"]
                          for b in result["cost_vs_history"]])  # fmt: skip

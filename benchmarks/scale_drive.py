@@ -20,27 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.scale import CLASSES, _drive, _size
+from benchmarks.scale import CLASSES, _drive, _size, server_cpu_s
 from phoenix_recsys.data.scale import user_event_counts
-
-
-def server_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid` and all its descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-            for task in Path(f"/proc/{p}/task").iterdir():
-                stack += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
