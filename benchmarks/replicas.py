@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flax import nnx
 
 from benchmarks.common import markdown_table, write_result
-from benchmarks.scale import CLASSES, _drive, _rss_mib, start_server
+from benchmarks.scale import CLASSES, _drive, _rss_mib, start_server, user_classes
 from phoenix_recsys.actions import PHOENIX_ACTIONS
 from phoenix_recsys.data.scale import ScaleConfig, generate_scale_world, user_event_counts
 from phoenix_recsys.model import PhoenixModel, PhoenixRetrievalModel
@@ -55,12 +54,7 @@ def run() -> dict[str, Any]:
         mcfg = default_model_config(PHOENIX_ACTIONS)
         save_model(root / "bundle", "ranker", PhoenixModel(mcfg, rngs=nnx.Rngs(0)))
         save_model(root / "bundle", "retrieval", PhoenixRetrievalModel(mcfg, rngs=nnx.Rngs(1)))
-        counts = user_event_counts(cfg)
-        rng = np.random.default_rng(0)
-        light = np.flatnonzero(counts[cfg.heavy_users:] > 0) + cfg.heavy_users
-        users = {"known": rng.choice(light, size=min(2000, light.size), replace=False),
-                 "heavy": np.arange(cfg.heavy_users),
-                 "cold_start": np.arange(cfg.users + 1_000_000, cfg.users + 1_002_000)}
+        users = user_classes(cfg, user_event_counts(cfg))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
                                                             os.environ.get("PYTHONPATH", "")])}
         for n_setup, (backend, servers) in enumerate(SETUPS):

@@ -57,18 +57,28 @@ def _rss_mib(pid: int) -> float:
     return sum(_rss_by_process(pid).values())
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and all its live descendants (with `--workers N` the workers are children), from /proc."""
+    out, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        out.append(p)
+    return out
+
+
 def _rss_by_process(pid: int) -> dict[int, float]:
     """Resident MiB of `pid` and of each of its descendants, by pid."""
     out: dict[int, float] = {}
-    stack = [pid]
-    while stack:
-        p = stack.pop()
+    for p in _process_tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     out[p] = int(line.split()[1]) / 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                stack += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
     return out
@@ -76,17 +86,26 @@ def _rss_by_process(pid: int) -> dict[int, float]:
 
 def server_cpu_s(pid: int) -> float:
     """User + system CPU seconds of `pid` and all its descendants (the workers), from /proc."""
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
+    total = 0
+    for p in _process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-            for task in Path(f"/proc/{p}/task").iterdir():
-                stack += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
+        total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def user_classes(cfg: ScaleConfig, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The load generator's user ids per class (fixed seed): known = up to 2,000 light users with
+    history, heavy = the world's heavy users, cold start = ids the store has never seen."""
+    rng = np.random.default_rng(0)
+    light = np.flatnonzero(counts[cfg.heavy_users :] > 0) + cfg.heavy_users
+    return {
+        "known": rng.choice(light, size=min(2000, light.size), replace=False),
+        "heavy": np.arange(cfg.heavy_users) if cfg.heavy_users else light[:1],
+        "cold_start": np.arange(cfg.users + 1_000_000, cfg.users + 1_002_000),
+    }
 
 
 def _drive(port: int | list[int], users: dict[str, np.ndarray], threads: int, duration_s: float,
@@ -215,13 +234,7 @@ def run() -> dict:
         health = _health(port)
         try:
             counts = user_event_counts(cfg)
-            rng = np.random.default_rng(0)
-            light = np.flatnonzero(counts[cfg.heavy_users :] > 0) + cfg.heavy_users
-            users = {
-                "known": rng.choice(light, size=min(2000, light.size), replace=False),
-                "heavy": np.arange(cfg.heavy_users) if cfg.heavy_users else light[:1],
-                "cold_start": np.arange(cfg.users + 1_000_000, cfg.users + 1_002_000),
-            }
+            users = user_classes(cfg, counts)
             _drive(port, users, 2, min(10.0, duration), seed=99)  # warm caches (SQLite pages, FAISS)
             rows = []
             for c in CONCURRENCY:

@@ -21,9 +21,7 @@ import argparse
 import json
 import os
 
-import numpy as np
-
-from benchmarks.scale import CLASSES, _drive, _size, server_cpu_s
+from benchmarks.scale import CLASSES, _drive, _size, server_cpu_s, user_classes
 from phoenix_recsys.data.scale import user_event_counts
 
 
@@ -35,12 +33,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     args = ap.parse_args()
     cfg = _size()
-    counts = user_event_counts(cfg)
-    rng = np.random.default_rng(0)
-    light = np.flatnonzero(counts[cfg.heavy_users :] > 0) + cfg.heavy_users
-    users = {"known": rng.choice(light, size=min(2000, light.size), replace=False),
-             "heavy": np.arange(cfg.heavy_users) if cfg.heavy_users else light[:1],
-             "cold_start": np.arange(cfg.users + 1_000_000, cfg.users + 1_002_000)}  # fmt: skip
+    users = user_classes(cfg, user_event_counts(cfg))
     _drive(args.port, users, 2, min(8.0, args.seconds), seed=99)  # warm caches
     for c in args.concurrency:
         c0 = server_cpu_s(args.pid)
