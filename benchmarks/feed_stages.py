@@ -29,8 +29,9 @@ from phoenix_recsys.data.scale import user_event_counts
 from phoenix_recsys.model.cached import CachedRanker
 from phoenix_recsys.serve import pipeline
 from phoenix_recsys.serve.index.corpus import CorpusIndex
-from phoenix_recsys.serve.runtime import ModelRuntime
+from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings
 from phoenix_recsys.serve.settings import ServeSettings
+from phoenix_recsys.serve.store.mirror import PostMirror
 from phoenix_recsys.serve.store.sql import SQLStore
 
 #: (owner, attribute, label, returns device arrays): the calls timed inside a feed. A call that
@@ -42,6 +43,8 @@ TIMED: tuple[tuple[Any, str, str, bool], ...] = (
     (CachedRanker, "encode", "rank_encode", True),
     (CachedRanker, "score_cached", "rank_score", True),
     (SQLStore, "recent_posts_by_authors", "store_in_network", False),
+    (PostMirror, "recent_posts_by_authors", "mirror_in_network", False),
+    (PostMirror, "get_posts", "mirror_get_posts", False),
     (SQLStore, "get_posts", "store_get_posts", False),
     (SQLStore, "seen_posts", "store_seen", False),
     (pipeline, "score_feed", "score_feed", False),
@@ -78,7 +81,10 @@ def main() -> None:
     settings = ServeSettings(
         writes_enabled=False, index_snapshot_interval_s=None, index_snapshot_every_posts=None
     )
+    apply_process_settings(settings)  # FAISS threads as `serve` sets them, or the ANN figure is not the server's
     svc = pipeline.FeedService.open(args.bundle, settings=settings, store_path=args.store)
+    if svc.post_mirror is not None:
+        svc.post_mirror.wait_ready()  # as a server's feeds are once it has been up a few seconds
     cfg = _size()
     classes = user_classes(cfg, user_event_counts(cfg))
     rng = np.random.default_rng(0)

@@ -62,6 +62,7 @@ from phoenix_recsys.serve.runtime import ModelRuntime, apply_process_settings, c
 from phoenix_recsys.serve.seed import seed_store
 from phoenix_recsys.serve.settings import Clock, ServeSettings
 from phoenix_recsys.serve.store import History, PostState, Store, StoreUnavailableError
+from phoenix_recsys.serve.store.mirror import PostMirror, PostReads
 from phoenix_recsys.serve.types import (
     EventsResult,
     FeedItem,
@@ -199,6 +200,9 @@ class FeedService:
             ),
             self.now,
         )  # fmt: skip
+        # The feed's post reads: the store, or an in-memory copy giving the store's answers (started by open).
+        self.post_mirror = PostMirror(store) if settings.post_mirror else None
+        self.post_reads: PostReads = store if self.post_mirror is None else self.post_mirror
         if follower is not None:
             # Every server's follower applies every delete/takedown, whoever wrote it.
             follower.on_removed = self.cold_start.discard
@@ -259,6 +263,8 @@ class FeedService:
             if follower is not None and settings.index_follow:
                 follower.start()
             service.cold_start.start()
+            if service.post_mirror is not None:
+                service.post_mirror.start()
         except BaseException:
             if "follower" in locals() and follower is not None:
                 follower.stop(snapshot=False)
@@ -322,6 +328,8 @@ class FeedService:
         """Stop following, write a final index snapshot, then close the store."""
         try:
             self.cold_start.stop()
+            if self.post_mirror is not None:
+                self.post_mirror.stop()
             if self.batcher is not None:
                 self.batcher.close()
             if self.follower is not None:
@@ -474,7 +482,7 @@ class FeedService:
         jobs: dict[str, tuple[Callable[[], Candidates], float | None]] = {
             "in_network": (
                 lambda: in_network_source(
-                    self.store, authors, limit=s.in_network_limit, per_author_cap=s.in_network_per_author
+                    self.post_reads, authors, limit=s.in_network_limit, per_author_cap=s.in_network_per_author
                 ),
                 s.source_budget_in_network_ms,
             )
@@ -502,7 +510,7 @@ class FeedService:
         sources = {str(n): c for n, c in sorted(Counter(candidates.source.tolist()).items())}
         timer.lap("sources")
 
-        candidates = hydrate(self.store, candidates, read_now=candidates.source == SOURCE_IN_NETWORK)
+        candidates = hydrate(self.post_reads, candidates, read_now=candidates.source == SOURCE_IN_NETWORK)
         timer.lap("hydrate")
 
         ctx = FilterContext(
@@ -681,7 +689,7 @@ class FeedService:
         # (or a repost of one) is dropped here even before this server's index has caught up, and
         # blocks and mutes (both directions, on a post's author and a repost's original author)
         # hold for retrieval too. Dropped after the search, so the answer may hold fewer than k.
-        c = hydrate(self.store, Candidates(post_ids=ids, author_ids=np.full(ids.shape[0], -1, np.int64),
+        c = hydrate(self.post_reads, Candidates(post_ids=ids, author_ids=np.full(ids.shape[0], -1, np.int64),
                                            created_at=np.full(ids.shape[0], -1, np.int64), source="retrieve"))
         keep = c.author_ids >= 0
         if user_id is not None and ids.size:

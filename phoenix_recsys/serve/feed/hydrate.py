@@ -15,10 +15,10 @@ import numpy as np
 from phoenix_recsys.serve.filters import (
     Candidates,
 )
-from phoenix_recsys.serve.store import Store
+from phoenix_recsys.serve.store.mirror import PostReads
 
 
-def original_authors(store: Store, repost_of: np.ndarray) -> np.ndarray:
+def original_authors(store: PostReads, repost_of: np.ndarray) -> np.ndarray:
     """`[N]` int64 author of each reposted original, -1 where not a repost or the original is not served.
 
     Args:
@@ -33,7 +33,7 @@ def original_authors(store: Store, repost_of: np.ndarray) -> np.ndarray:
     return out
 
 
-def hydrate(store: Store, candidates: Candidates, *, read_now: np.ndarray | None = None) -> Candidates:
+def hydrate(store: PostReads, candidates: Candidates, *, read_now: np.ndarray | None = None) -> Candidates:
     """Author, creation time, repost (with the original's author), text and video of every candidate.
 
     A post the store lacks (or no longer serves) gets author -1, which the missing-author filter

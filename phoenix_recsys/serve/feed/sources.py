@@ -13,6 +13,7 @@ from phoenix_recsys.serve.filters import (
 )
 from phoenix_recsys.serve.index import CorpusIndex
 from phoenix_recsys.serve.store import Store
+from phoenix_recsys.serve.store.mirror import PostReads
 
 
 def cap_followed(followed: np.ndarray, history_authors: np.ndarray, limit: int) -> np.ndarray:
@@ -40,7 +41,7 @@ def cap_followed(followed: np.ndarray, history_authors: np.ndarray, limit: int) 
     return np.sort(np.concatenate([engaged, rest]))
 
 
-def in_network_source(store: Store, followed: np.ndarray, *, limit: int, per_author_cap: int) -> Candidates:
+def in_network_source(store: PostReads, followed: np.ndarray, *, limit: int, per_author_cap: int) -> Candidates:
     """Newest posts of the authors the viewer follows, newest first."""
     return store.recent_posts_by_authors(
         followed, limit_total=limit, per_author_cap=per_author_cap
