@@ -346,6 +346,15 @@ class Store(abc.ABC):
     def post_seq(self) -> int:
         """The newest post-sequence number (0 when no post was ever written)."""
 
+    def engagements_version(self) -> int | None:
+        """A number that changes whenever an engagement is written, or None when the backend has none.
+
+        Readers of derived engagement data (the cold-start popular list) skip recomputing it when
+        this and `post_seq()` are unchanged. None (the default, and PostgreSQL, whose identity
+        values may commit out of order) = unknown: always recompute.
+        """
+        return None
+
     @abc.abstractmethod
     def posts_since(self, seq: int, limit: int = 10_000) -> PostChanges:
         """Post-sequence entries with number > `seq`, ascending, at most `limit`."""

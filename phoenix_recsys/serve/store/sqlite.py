@@ -179,6 +179,11 @@ class SQLiteStore(SQLStore):
     def path(self) -> Path:
         return self._path
 
+    def engagements_version(self) -> int | None:
+        """The newest engagement's `event_id`: SQLite has one writer at a time and assigns the next
+        rowid at insert, and engagements are never deleted, so it grows with every write."""
+        return int(self._fetchone("SELECT COALESCE(MAX(event_id), 0) FROM engagements")[0])
+
     @property
     def location(self) -> str:
         return str(self._path)
