@@ -142,7 +142,9 @@ class ServeSettings(BaseSettings):
         days); None = all time.
       cold_start_refresh_s: the cold-start popular/fresh lists are computed in a background thread
         every this many seconds (default 30), so a cold-start feed never scans the engagements
-        table on the request path; a post added through this service refreshes them at once.
+        table on the request path; a post added through this service refreshes them at once. A
+        refresh that finds the window, the engagements and the posts unchanged keeps the lists
+        (SQLite; PostgreSQL recomputes every time).
       in_network_max_authors: the in-network source reads the newest posts of at most this many
         followed authors (default 1,000), most recently engaged first (then by author id).
       seen_window_s / seen_limit: the seen set a feed excludes is the last `seen_window_s` seconds
