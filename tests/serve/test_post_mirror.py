@@ -128,3 +128,34 @@ def test_bad_author_ids_name_the_field(tmp_path: Path) -> None:
             PostMirror(store, merge_at=0)
     finally:
         store.close()
+
+
+def test_feeds_are_the_same_with_the_mirror_and_read_no_posts_from_the_store(service_factory) -> None:
+    """A feed through the mirror equals the store-read feed, reads no post rows from the store, and a
+    post deleted through another store handle is gone from the very next feed."""
+    plain = service_factory(post_mirror=False)
+    mirrored = service_factory(post_mirror=True)
+    assert mirrored.post_mirror is not None and mirrored.post_mirror.wait_ready(60)
+    users = [int(u) for u in plain.store.list_users(6)] + [987_654_321]  # and an unknown user
+    calls = {"get_posts": 0, "recent_posts_by_authors": 0}
+    store = mirrored.store
+    for name in calls:
+        real = getattr(store, name)
+
+        def spy(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        setattr(store, name, spy)
+    for u in users:
+        want, got = plain.feed(u, 10), mirrored.feed(u, 10)
+        assert [i.post_id for i in got.items] == [i.post_id for i in want.items]
+        assert [i.final_score for i in got.items] == pytest.approx(
+            [i.final_score for i in want.items], rel=1e-6
+        )
+    # Catch-up reads the changed posts' rows from the store, never the feed's candidates.
+    assert calls == {"get_posts": 0, "recent_posts_by_authors": 0}
+    top = mirrored.feed(users[0], 10).items[0].post_id
+    plain.store.delete_posts([top])  # the other service's handle on the same file
+    assert top not in [i.post_id for i in mirrored.feed(users[0], 10).items]
+    assert calls == {"get_posts": 1, "recent_posts_by_authors": 0}  # one catch-up read: the deleted post
