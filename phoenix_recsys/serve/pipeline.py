@@ -757,6 +757,7 @@ class FeedService:
             "index_posts": None if self.index is None else len(self.index),
             "index_kind": None if self.index is None else self.index.kind.value,
             "index_follow": None if self.follower is None else self.follower.stats(),
+            "post_mirror": None if self.post_mirror is None else self.post_mirror.stats(),
             "writes_enabled": self.settings.writes_enabled,
             "clock": self.settings.clock.value,
             "now": self.now(),

@@ -159,3 +159,6 @@ def test_feeds_are_the_same_with_the_mirror_and_read_no_posts_from_the_store(ser
     plain.store.delete_posts([top])  # the other service's handle on the same file
     assert top not in [i.post_id for i in mirrored.feed(users[0], 10).items]
     assert calls == {"get_posts": 1, "recent_posts_by_authors": 0}  # one catch-up read: the deleted post
+    health = mirrored.health()["post_mirror"]
+    assert health["ready"] and health["hits"] > 0 and health["posts"] == len(mirrored.post_mirror)
+    assert plain.health()["post_mirror"] is None

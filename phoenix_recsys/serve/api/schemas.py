@@ -294,6 +294,7 @@ class HealthResponse(BaseModel):
     index_posts: int | None
     index_kind: str | None
     index_follow: dict[str, Any] | None = None
+    post_mirror: dict[str, Any] | None = None  # PostMirror.stats(); None when post_mirror is off
     writes_enabled: bool
     clock: str
     now: int

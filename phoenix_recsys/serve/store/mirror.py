@@ -267,6 +267,18 @@ class PostMirror:
         """Block until the copy is loaded; False on timeout."""
         return self._ready.wait(timeout)
 
+    def stats(self) -> dict[str, Any]:
+        """For /healthz: loaded or not, posts held, reads answered here and passed to the store."""
+        snap = self._snap
+        return {
+            "ready": snap is not None,
+            "posts": len(self),
+            "seq": None if snap is None else snap.seq,
+            "hits": self.hits,
+            "fallbacks": self.fallbacks,
+            "error": None if self.error is None else type(self.error).__name__,
+        }
+
     def __len__(self) -> int:
         snap = self._snap
         if snap is None:
