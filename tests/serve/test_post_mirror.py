@@ -57,9 +57,7 @@ def _check_reads(mirror: PostMirror, store: Store, rng: np.random.Generator, top
         )
 
 
-@pytest.mark.parametrize("merge_at", [1, 7, 10_000])
-def test_mirror_reads_equal_store_reads_through_random_changes(tmp_path: Path, merge_at: int) -> None:
-    store = open_store(tmp_path / "s.db")
+def _check_random_changes(store: Store, merge_at: int) -> None:
     rng = np.random.default_rng(merge_at)
     next_id = [0]
     try:
@@ -74,6 +72,16 @@ def test_mirror_reads_equal_store_reads_through_random_changes(tmp_path: Path, m
         assert len(mirror) == store.fresh_posts(10_000).post_ids.size
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("merge_at", [1, 7, 10_000])
+def test_mirror_reads_equal_store_reads_through_random_changes(tmp_path: Path, merge_at: int) -> None:
+    _check_random_changes(open_store(tmp_path / "s.db"), merge_at)
+
+
+def test_mirror_reads_equal_store_reads_on_postgres(pg_url: str) -> None:
+    """The same on PostgreSQL, whose post sequence several servers share (merge threshold 7)."""
+    _check_random_changes(open_store(pg_url), 7)
 
 
 def test_mirror_sees_writes_of_another_store_handle_at_once(tmp_path: Path) -> None:
