@@ -9,7 +9,6 @@ their retention, so pagination state does not grow without bound.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -30,7 +29,7 @@ def _without(rows: PostRows, post_ids: np.ndarray) -> PostRows:
     keep = ~np.isin(rows.post_ids, post_ids)
     if keep.all():
         return rows
-    return PostRows(**{f.name: getattr(rows, f.name)[keep] for f in dataclasses.fields(rows)})
+    return rows.take(keep)
 
 
 @dataclass(frozen=True)

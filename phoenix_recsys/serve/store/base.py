@@ -93,6 +93,34 @@ class PostRows:
         return int(self.post_ids.shape[0])
 
     @classmethod
+    def unknown(cls, post_ids: np.ndarray) -> PostRows:
+        """Rows for posts not found, as `Store.get_posts` returns them: author -1, created_at -1, text
+        None, repost_of -1, video NaN (`post_ids` copied, so `put` may overwrite them)."""
+        n = post_ids.shape[0]
+        return cls(
+            post_ids=np.array(post_ids, np.int64),
+            author_ids=np.full(n, -1, np.int64),
+            created_at=np.full(n, -1, np.int64),
+            text=np.full(n, None, object),
+            repost_of=np.full(n, -1, np.int64),
+            video_duration_s=np.full(n, np.nan, np.float64),
+        )
+
+    def put(self, where: np.ndarray, src: PostRows, at: np.ndarray) -> None:
+        """Write rows `at` of `src` into these rows at `where` (a mask or positions), every column."""
+        for f in dataclasses.fields(self):
+            getattr(self, f.name)[where] = getattr(src, f.name)[at]
+
+    def take(self, sel: np.ndarray) -> PostRows:
+        """The rows `sel` selects (a mask or positions), in that order."""
+        return PostRows(*(getattr(self, f.name)[sel] for f in dataclasses.fields(self)))
+
+    @classmethod
+    def concat(cls, parts: Sequence[PostRows]) -> PostRows:
+        """The parts' rows one after another."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+
+    @classmethod
     def _from_rows(cls, rows: Sequence[tuple]) -> PostRows:
         # rows: (post_id, author_id, created_at, text, repost_of, video_duration_s)
         n = len(rows)

@@ -47,24 +47,32 @@ class PostReads(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Cols:
-    """Post columns sorted by post id (`PostRows` fields; `live` False = not served)."""
+    """Post rows sorted by post id, with `live` [P] bool (False = no longer served)."""
 
-    ids: np.ndarray
-    author: np.ndarray
-    created: np.ndarray
-    text: np.ndarray
-    repost: np.ndarray
-    video: np.ndarray
+    rows: PostRows
     live: np.ndarray
 
     @classmethod
     def from_rows(cls, rows: PostRows, live: np.ndarray | None = None) -> _Cols:
         order = np.argsort(rows.post_ids, kind="stable")
         return cls(
-            ids=rows.post_ids[order], author=rows.author_ids[order], created=rows.created_at[order],
-            text=rows.text[order], repost=rows.repost_of[order], video=rows.video_duration_s[order],
-            live=np.ones(len(rows), bool) if live is None else np.asarray(live, bool)[order],
-        )  # fmt: skip
+            rows.take(order), np.ones(len(rows), bool) if live is None else np.asarray(live, bool)[order]
+        )
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.rows.post_ids
+
+    def take(self, mask: np.ndarray) -> _Cols:
+        """Rows `mask` selects, still sorted by id."""
+        return _Cols(self.rows.take(mask), self.live[mask])
+
+    @classmethod
+    def concat(cls, parts: list[_Cols]) -> _Cols:
+        """Parts with disjoint ids (the callers guarantee it), sorted by id again."""
+        return cls.from_rows(
+            PostRows.concat([p.rows for p in parts]), np.concatenate([p.live for p in parts])
+        )
 
     def find(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(hit [P] bool, position [P])` of each id here (position meaningless where not hit)."""
@@ -99,8 +107,9 @@ class _Snapshot:
     def build(cls, seq: int, main: _Cols) -> _Snapshot:
         """`main` with its by-author order and an empty delta."""
         # ~x reverses an int64 order without the overflow of -x at INT64_MIN.
-        by_author = np.lexsort((~main.ids, ~main.created, main.author))
-        keys, start, count = np.unique(main.author[by_author], return_index=True, return_counts=True)
+        r = main.rows
+        by_author = np.lexsort((~r.post_ids, ~r.created_at, r.author_ids))
+        keys, start, count = np.unique(r.author_ids[by_author], return_index=True, return_counts=True)
         return cls._with_delta(seq, main, by_author, keys, start, count, _Cols.from_rows(_EMPTY_ROWS))
 
     @classmethod
@@ -109,7 +118,7 @@ class _Snapshot:
         count: np.ndarray, delta: _Cols,
     ) -> _Snapshot:  # fmt: skip
         hit, pos = main.find(delta.ids)
-        over = main.author[pos[hit]]
+        over = main.rows.author_ids[pos[hit]]
         shadowed = np.bincount(np.searchsorted(keys, over), minlength=keys.shape[0]).astype(np.int64)
         return cls(seq, main, by_author, keys, start, count, delta, shadowed)
 
@@ -117,13 +126,13 @@ class _Snapshot:
         """This state with `changed` (current rows of changed posts) applied, as of `seq`."""
         old = self.delta
         keep = ~np.isin(old.ids, changed.ids)
-        delta = _concat_cols([_take(old, keep), changed])
+        delta = _Cols.concat([old.take(keep), changed])
         if delta.ids.shape[0] <= merge_at:
             return _Snapshot._with_delta(
                 seq, self.main, self.by_author, self.author_keys, self.author_start, self.author_count, delta
             )
         hit, _ = delta.find(self.main.ids)
-        merged = _concat_cols([_take(self.main, ~hit), _take(delta, delta.live)])
+        merged = _Cols.concat([self.main.take(~hit), delta.take(delta.live)])
         return _Snapshot.build(seq, merged)
 
     # -- reads ----------------------------------------------------------------------------------
@@ -133,21 +142,9 @@ class _Snapshot:
         use_d = d_hit.copy()
         use_d[d_hit] = self.delta.live[d_pos[d_hit]]
         use_m = m_hit & ~d_hit
-        out = PostRows(
-            post_ids=pid,
-            author_ids=np.full(pid.shape, -1, np.int64),
-            created_at=np.full(pid.shape, -1, np.int64),
-            text=np.full(pid.shape, None, object),
-            repost_of=np.full(pid.shape, -1, np.int64),
-            video_duration_s=np.full(pid.shape, np.nan, np.float64),
-        )
-        for src, use, pos in ((self.main, use_m, m_pos), (self.delta, use_d, d_pos)):
-            p = pos[use]
-            out.author_ids[use] = src.author[p]
-            out.created_at[use] = src.created[p]
-            out.text[use] = src.text[p]
-            out.repost_of[use] = src.repost[p]
-            out.video_duration_s[use] = src.video[p]
+        out = PostRows.unknown(pid)
+        out.put(use_m, self.main.rows, m_pos[use_m])
+        out.put(use_d, self.delta.rows, d_pos[use_d])
         return out
 
     def recent_posts_by_authors(self, aid: np.ndarray, limit_total: int, cap: int, since: int) -> PostRows:
@@ -162,12 +159,12 @@ class _Snapshot:
         offsets = np.repeat(self.author_start[k] - (np.cumsum(take) - take), take)
         pos = self.by_author[offsets + np.arange(offsets.shape[0])]
         d_hit, _ = self.delta.find(self.main.ids[pos])
-        pos = pos[~d_hit & (self.main.created[pos] >= since)]
-        d = self.delta
-        d_sel = np.flatnonzero(d.live & np.isin(d.author, aid) & (d.created >= since))
-        ids = np.concatenate([self.main.ids[pos], d.ids[d_sel]])
-        author = np.concatenate([self.main.author[pos], d.author[d_sel]])
-        created = np.concatenate([self.main.created[pos], d.created[d_sel]])
+        m, d = self.main.rows, self.delta.rows
+        pos = pos[~d_hit & (m.created_at[pos] >= since)]
+        d_sel = np.flatnonzero(self.delta.live & np.isin(d.author_ids, aid) & (d.created_at >= since))
+        ids = np.concatenate([m.post_ids[pos], d.post_ids[d_sel]])
+        author = np.concatenate([m.author_ids[pos], d.author_ids[d_sel]])
+        created = np.concatenate([m.created_at[pos], d.created_at[d_sel]])
         from_d = np.concatenate([np.zeros(pos.shape[0], bool), np.ones(d_sel.shape[0], bool)])
         src = np.concatenate([pos, d_sel])
         order = np.lexsort((~ids, ~created, author))
@@ -181,32 +178,10 @@ class _Snapshot:
         order = order[rank < cap]
         order = order[np.lexsort((~ids[order], ~created[order]))][:limit_total]
         picked_d, picked = from_d[order], src[order]
-
-        def col(main_col: np.ndarray, delta_col: np.ndarray) -> np.ndarray:
-            out = np.empty(picked.shape[0], main_col.dtype)
-            out[~picked_d] = main_col[picked[~picked_d]]
-            out[picked_d] = delta_col[picked[picked_d]]
-            return out
-
-        m = self.main
-        return PostRows(
-            post_ids=col(m.ids, d.ids), author_ids=col(m.author, d.author), created_at=col(m.created, d.created),
-            text=col(m.text, d.text), repost_of=col(m.repost, d.repost), video_duration_s=col(m.video, d.video),
-        )  # fmt: skip
-
-
-def _take(c: _Cols, sel: np.ndarray) -> _Cols:
-    """Rows `sel` (a mask) of `c`, still sorted by id."""
-    return _Cols(
-        c.ids[sel], c.author[sel], c.created[sel], c.text[sel], c.repost[sel], c.video[sel], c.live[sel]
-    )
-
-
-def _concat_cols(parts: list[_Cols]) -> _Cols:
-    """Concatenate parts with disjoint ids (the callers guarantee it), sorted by id again."""
-    cat = [np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(_Cols)]
-    order = np.argsort(cat[0], kind="stable")
-    return _Cols(*(c[order] for c in cat))
+        out = PostRows.unknown(ids[order])
+        out.put(~picked_d, m, picked[~picked_d])
+        out.put(picked_d, d, picked[picked_d])
+        return out
 
 
 class PostMirror:
@@ -238,7 +213,7 @@ class PostMirror:
         # The head before the scan: a change racing the scan is applied again (idempotently).
         seq = self.store.post_seq()
         chunks = list(self.store.iter_posts(batch_size=50_000))
-        rows = _EMPTY_ROWS if not chunks else _concat_rows(chunks)
+        rows = _EMPTY_ROWS if not chunks else PostRows.concat(chunks)
         with self._lock:
             self._snap = _Snapshot.build(seq, _Cols.from_rows(rows))
         self._ready.set()
@@ -283,7 +258,7 @@ class PostMirror:
         snap = self._snap
         if snap is None:
             return 0
-        return int(snap.main.ids.shape[0] - snap.shadowed.sum() + snap.delta.live.sum())
+        return int(len(snap.main.rows) - snap.shadowed.sum() + snap.delta.live.sum())
 
     # -- reads ----------------------------------------------------------------------------------
     def _current(self) -> _Snapshot | None:
@@ -345,9 +320,3 @@ class PostMirror:
         return snap.recent_posts_by_authors(
             aid, limit_total, per_author_cap, v.INT64_MIN if since is None else since
         )
-
-
-def _concat_rows(chunks: list[PostRows]) -> PostRows:
-    return PostRows(
-        *(np.concatenate([getattr(c, f.name) for c in chunks]) for f in dataclasses.fields(PostRows))
-    )

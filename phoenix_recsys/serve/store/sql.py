@@ -269,22 +269,11 @@ class SQLStore(Store):
         found = PostRows._from_rows(rows)
         pos = np.searchsorted(found.post_ids, pid)
         pos_c = np.minimum(pos, max(len(found) - 1, 0))
-        hit = (pos < len(found)) & (found.post_ids[pos_c] == pid) if len(found) else np.zeros(pid.shape, bool)
-
-        def pick(col: np.ndarray, fill: Any, dtype: Any) -> np.ndarray:
-            out = np.full(pid.shape[0], fill, dtype=dtype)
-            if len(found):
-                out[hit] = col[pos_c[hit]]
-            return out
-
-        return PostRows(
-            post_ids=pid,
-            author_ids=pick(found.author_ids, -1, np.int64),
-            created_at=pick(found.created_at, -1, np.int64),
-            text=pick(found.text, None, object),
-            repost_of=pick(found.repost_of, -1, np.int64),
-            video_duration_s=pick(found.video_duration_s, np.nan, np.float64),
-        )
+        out = PostRows.unknown(pid)
+        if len(found):
+            hit = (pos < len(found)) & (found.post_ids[pos_c] == pid)
+            out.put(hit, found, pos_c[hit])
+        return out
 
     def num_posts(self) -> int:
         """Number of post rows in the store (deleted and taken-down ones included: their rows stay)."""
