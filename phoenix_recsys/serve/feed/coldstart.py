@@ -97,17 +97,13 @@ class ColdStartCache:
         # write racing them changes the next refresh's inputs.
         version = self.store.engagements_version()
         inputs = None if version is None else (since, version, self.store.post_seq())
-        if inputs is not None and inputs == self._inputs and self._lists is not None:
-            with self._lock:
-                self.refreshes += 1
-                self.unchanged += 1
-        else:
-            popular = self.store.popular_posts(c.popular, since=since)
-            fresh = self.store.fresh_posts(c.fresh)
-            with self._lock:
-                self._lists = (popular, fresh)
-                self._inputs = inputs
-                self.refreshes += 1
+        keep = inputs is not None and inputs == self._inputs and self._lists is not None
+        lists = None if keep else (self.store.popular_posts(c.popular, since=since), self.store.fresh_posts(c.fresh))
+        with self._lock:
+            if lists is not None:
+                self._lists, self._inputs = lists, inputs
+            self.refreshes += 1
+            self.unchanged += keep
         self.last_refresh_s = time.perf_counter() - t0
         if c.served_retention_s is not None:
             self.served_pruned += self.store.prune_served(now - c.served_retention_s)
